@@ -1,0 +1,3 @@
+"""syndicate: feeds and email digests for review sites."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,173 @@
+"""The `syndicate` command."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from datetime import UTC, datetime
+
+import click
+
+from syndicate import __version__, feeds, pipeline, sources
+from syndicate.cli.app import App, friendly_errors, pass_app, setup_logging, show_path
+from syndicate.cli.digest import digest
+from syndicate.cli.init import init
+from syndicate.cli.subscribers import subscribers
+from syndicate.schedule.runner import next_runs, run_forever
+from syndicate.store.database import current_revision
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.option(
+    "--config",
+    "config_path",
+    metavar="PATH",
+    envvar="SYNDICATE_CONFIG",
+    help="The YAML file to use. Default: $SYNDICATE_CONFIG, else config/syndicate.yaml.",
+)
+@click.option("-v", "--verbose", count=True, help="Log more: -v for each step, -vv for libraries.")
+@click.option("-q", "--quiet", is_flag=True, help="Log errors only.")
+@click.version_option(__version__, prog_name="syndicate")
+@click.pass_context
+def cli(ctx: click.Context, config_path: str | None, verbose: int, quiet: bool) -> None:
+    """Gather film reviews, publish feeds, and send email digests.
+
+    Every command reads one YAML file (see `syndicate check`). Start a new site with
+    `syndicate init DIR`, or run the whole pipeline once with `syndicate run --once`.
+    """
+    setup_logging(-1 if quiet else verbose)
+    ctx.obj = App(config_path)
+
+
+@cli.command()
+@pass_app
+def check(app: App) -> None:
+    """Validate the config file and report what it sets up. Changes nothing."""
+    config = app.config
+    click.echo(f"{show_path(config.path)} is valid.")
+    click.echo(f"  site:      {config.site.title} <{config.site.url}>")
+    click.echo(f"  database:  {config.database_url}")
+    for source in config.sources:
+        folder = config.resolve(source.path)
+        state = "" if folder.is_dir() else "  (folder not found!)"
+        click.echo(f"  source:    {source.name} ({source.type}) {show_path(folder)}{state}")
+    click.echo(
+        f"  feeds:     {', '.join(config.feeds.formats)} -> {show_path(config.resolve(config.feeds.output))}"
+    )
+    for d in config.digests:
+        click.echo(f"  digest:    {d.name} ({d.title})")
+    click.echo(f"  delivery:  {config.delivery.transport}")
+    for job, when in next_runs(config):
+        click.echo(
+            f"  job:       {job.id} next at {when:%Y-%m-%d %H:%M %Z}"
+            if when
+            else f"  job: {job.id}"
+        )
+    for name in config.secret_envs():
+        if not os.environ.get(name):
+            click.echo(f"  warning:   environment variable {name} is not set", err=True)
+
+
+@cli.command()
+@pass_app
+def gather(app: App) -> None:
+    """Bring new, edited and deleted reviews from every source into the store.
+
+    A file that cannot be read is reported with its path and the problem; every other
+    file is still gathered, and the exit status is 1.
+    """
+    with app.store() as store:
+        report = sources.gather(app.config, store)
+    click.echo(f"Gathered: {report.summary()}.")
+    for error in report.errors:
+        click.echo(f"  error: {error}", err=True)
+    if report.errors:
+        sys.exit(1)
+
+
+@cli.command("feeds")
+@pass_app
+def feeds_command(app: App) -> None:
+    """Write the RSS and Atom feeds; files whose content did not change are left alone."""
+    with app.store() as store:
+        report = feeds.build_feeds(app.config, store)
+    click.echo(f"Feeds: {report.summary()}.")
+    for path in report.written:
+        click.echo(f"  wrote {show_path(path)}")
+
+
+@cli.command()
+@click.option(
+    "--once", is_flag=True, help="Run gather, feeds and every due digest once, then exit."
+)
+@pass_app
+def run(app: App, once: bool) -> None:
+    """Run the schedule from the YAML until stopped (Ctrl-C or SIGTERM).
+
+    With --once, run the whole pipeline a single time and print where each output went.
+    """
+    config = app.config
+    if not once:
+        if logging.getLogger().level > logging.INFO:
+            logging.getLogger().setLevel(logging.INFO)
+        with app.store():  # applies migrations before the scheduler touches the database
+            pass
+        click.echo(f"syndicate: scheduler running with {show_path(config.path)}; Ctrl-C stops it.")
+        run_forever(config)
+        return
+    with app.store() as store, friendly_errors():
+        report = pipeline.run_once(config, store)
+    output = config.resolve(config.feeds.output)
+    click.echo(f"Gathered: {report.gathered.summary()}.")
+    for error in report.gathered.errors:
+        click.echo(f"  error: {error}", err=True)
+    click.echo(f"Feeds:    {report.feeds.summary()} in {show_path(output)}/")
+    for outcome in report.digests:
+        click.echo(f"Digest:   {outcome.summary()}")
+    if config.delivery.transport == "outbox":
+        click.echo(f"Outbox:   {show_path(config.resolve(config.delivery.outbox))}/")
+    if not report.ok:
+        sys.exit(1)
+
+
+@cli.command()
+@pass_app
+def schedule(app: App) -> None:
+    """List each scheduled job and when it runs next."""
+    now = datetime.now(UTC)
+    rows = next_runs(app.config, now)
+    if not rows:
+        click.echo("No jobs are scheduled: add a `schedules` section to the config.")
+        return
+    width = max(len(job.id) for job, _ in rows)
+    for job, when in rows:
+        how = (
+            f"cron '{job.schedule.cron}'" if job.schedule.cron else f"every {job.schedule.interval}"
+        )
+        local = when.strftime("%Y-%m-%d %H:%M %Z") if when else "never"
+        click.echo(f"{job.id:<{width}}  next {local}  ({how})")
+
+
+@cli.group()
+def db() -> None:
+    """Manage the database schema."""
+
+
+@db.command()
+@pass_app
+def upgrade(app: App) -> None:
+    """Apply any pending migrations (they also run automatically on start)."""
+    with app.store() as store:
+        click.echo(
+            f"Database {store.engine.url.render_as_string()} is at revision {current_revision(store.engine)}."
+        )
+
+
+cli.add_command(digest)
+cli.add_command(subscribers)
+cli.add_command(init)
+
+
+def main() -> None:
+    cli(prog_name="syndicate")

@@ -1,0 +1,395 @@
+"""The editor's YAML file, validated.
+
+Every error names the file, the line and the dotted key, and says what was expected,
+because the person reading it is an editor, not the author of this module.
+Secrets never live here: the YAML names environment variables, and `secret()` reads them.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from datetime import date, datetime, timedelta
+from pathlib import Path
+from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import yaml
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+DEFAULT_CONFIG = Path("config/syndicate.yaml")
+CONFIG_ENV = "SYNDICATE_CONFIG"
+
+
+class ConfigError(Exception):
+    """The configuration cannot be used. `problems` holds one line per problem."""
+
+    def __init__(self, path: Path, problems: list[str]) -> None:
+        self.path = path
+        self.problems = problems
+        super().__init__(f"{path}: " + "; ".join(problems))
+
+    def __str__(self) -> str:
+        lines = "\n".join(f"  {p}" for p in self.problems)
+        return f"{self.path} is not valid:\n{lines}"
+
+
+# --- value types -----------------------------------------------------------------
+
+_DURATION = re.compile(r"^\s*(\d+)\s*(s|m|h|d|w)\s*$")
+_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
+
+
+def parse_duration(value: Any) -> timedelta:
+    if isinstance(value, timedelta):
+        return value
+    if isinstance(value, int) and not isinstance(value, bool):
+        return timedelta(seconds=value)
+    match = _DURATION.match(str(value))
+    if not match:
+        raise ValueError(f"expected a duration such as 30m, 6h, 1d or 2w, got {value!r}")
+    amount, unit = match.groups()
+    return timedelta(**{_UNITS[unit]: int(amount)})
+
+
+def _check_timezone(name: str) -> str:
+    try:
+        ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValueError(f"expected an IANA time zone such as Europe/Paris, got {name!r}") from None
+    return name
+
+
+def _check_absolute_url(url: str) -> str:
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise ValueError(f"expected an absolute http(s) URL, got {url!r}")
+    return url if url.endswith("/") else url + "/"
+
+
+def _check_env_name(name: str) -> str:
+    if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
+        raise ValueError(f"expected the NAME of an environment variable, got {name!r}")
+    return name
+
+
+Duration = Annotated[timedelta, BeforeValidator(parse_duration)]
+TimeZoneName = Annotated[str, AfterValidator(_check_timezone)]
+AbsoluteUrl = Annotated[str, AfterValidator(_check_absolute_url)]
+EnvName = Annotated[str, AfterValidator(_check_env_name)]
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+# --- sections --------------------------------------------------------------------
+
+
+class Person(Section):
+    name: str
+    email: str | None = None
+
+
+class SiteConfig(Section):
+    title: str
+    url: AbsoluteUrl
+    description: str = ""
+    language: str = "en"
+    author: Person
+    timezone: TimeZoneName = "UTC"
+    # Year used in tag: URIs (RFC 4151). Part of every feed item's id: never change it.
+    id_year: int = Field(default=2026, ge=1990, le=2100)
+    secret_env: EnvName = "SYNDICATE_SECRET"
+
+    @property
+    def host(self) -> str:
+        return urlsplit(self.url).hostname or "localhost"
+
+
+class DatabaseConfig(Section):
+    url: str = "sqlite:///var/syndicate.db"
+
+
+class FilesSource(Section):
+    type: Literal["files"]
+    name: str
+    path: Path
+    # Where each review lives on the web; {slug} and {id} are filled in.
+    link: str = "{site_url}reviews/{slug}/"
+    extensions: list[str] = [".md", ".markdown", ".html"]
+
+
+Source = Annotated[FilesSource, Field(discriminator="type")]
+
+
+class FeedsConfig(Section):
+    output: Path = Path("public")
+    items: int = Field(default=20, ge=1, le=1000)
+    formats: list[Literal["rss", "atom"]] = ["rss", "atom"]
+    per_tag: bool = True
+
+
+FeaturedStrategy = Literal["editors_pick", "highest_rated", "newest"]
+
+
+class DigestConfig(Section):
+    name: Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_-]*$")]
+    title: str
+    description: str = ""
+    subject: str = "{{ digest.title }}: {{ featured.title }}"
+    preheader: str = "{{ featured.summary }}"
+    template: str = "digest.mjml.j2"
+    text_template: str = "digest.txt.j2"
+    featured: list[FeaturedStrategy] = ["editors_pick", "highest_rated", "newest"]
+    related: int = Field(default=3, ge=0, le=20)
+    # Send an issue even when nothing new was published since the last one.
+    send_when_empty: bool = False
+    # The first issue covers one period (for a weekly digest, 7 days); this overrides it.
+    first_issue_since: date | datetime | None = None
+    # Used when a subscriber has no name: "Hello, reader".
+    name_fallback: str = "reader"
+
+
+class SmtpConfig(Section):
+    host: str = "localhost"
+    port: int = Field(default=587, ge=1, le=65535)
+    security: Literal["starttls", "ssl", "none"] = "starttls"
+    username_env: EnvName | None = None
+    password_env: EnvName | None = None
+    timeout: float = Field(default=30, gt=0)
+
+
+class DeliveryConfig(Section):
+    transport: Literal["outbox", "smtp"] = "outbox"
+    sender: Person = Field(alias="from")
+    reply_to: str | None = None
+    outbox: Path = Path("var/outbox")
+    smtp: SmtpConfig = SmtpConfig()
+    # Optional mailto: address offered in List-Unsubscribe beside the one-click URL.
+    unsubscribe_mailto: str | None = None
+    batch_size: int = Field(default=100, ge=1, le=1000)
+
+
+class ServerConfig(Section):
+    # The public address of syndicate's web side: unsubscribe and preference links use it.
+    base_url: AbsoluteUrl | None = None
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=1, le=65535)
+
+
+class JobSchedule(Section):
+    cron: str | None = None
+    interval: Duration | None = None
+    timezone: TimeZoneName | None = None
+
+    @model_validator(mode="after")
+    def _one_of(self) -> JobSchedule:
+        if (self.cron is None) == (self.interval is None):
+            raise ValueError("expected exactly one of 'cron' or 'interval'")
+        return self
+
+    @field_validator("cron")
+    @classmethod
+    def _valid_cron(cls, value: str | None) -> str | None:
+        if value is not None:
+            from apscheduler.triggers.cron import CronTrigger
+
+            try:
+                CronTrigger.from_crontab(value, timezone="UTC")
+            except ValueError as exc:
+                raise ValueError(
+                    f"expected a 5-field cron expression (minute hour day month weekday), "
+                    f"got {value!r}: {exc}"
+                ) from None
+        return value
+
+
+class SchedulesConfig(Section):
+    timezone: TimeZoneName | None = None
+    misfire_grace: Duration = timedelta(hours=1)
+    gather: JobSchedule | None = None
+    feeds: JobSchedule | None = None
+    digests: dict[str, JobSchedule] = {}
+
+
+class Config(Section):
+    site: SiteConfig
+    database: DatabaseConfig = DatabaseConfig()
+    sources: list[Source] = []
+    feeds: FeedsConfig = FeedsConfig()
+    digests: list[DigestConfig] = []
+    delivery: DeliveryConfig
+    server: ServerConfig = ServerConfig()
+    schedules: SchedulesConfig = SchedulesConfig()
+    templates: Path | None = None
+
+    # Set by load(): the file this came from, so relative paths are relative to it.
+    path: Path = Field(default=Path("syndicate.yaml"), exclude=True)
+
+    @model_validator(mode="after")
+    def _cross_checks(self) -> Config:
+        names = [d.name for d in self.digests]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"digest names must be unique; repeated: {', '.join(dupes)}")
+        unknown = sorted(set(self.schedules.digests) - set(names))
+        if unknown:
+            raise ValueError(
+                f"schedules.digests names unknown digests: {', '.join(unknown)} "
+                f"(configured: {', '.join(names) or 'none'})"
+            )
+        source_names = [s.name for s in self.sources]
+        if len(set(source_names)) != len(source_names):
+            raise ValueError("source names must be unique")
+        return self
+
+    # Paths in the YAML are relative to the YAML file's folder's parent when the file is
+    # in a config/ folder (the project layout), otherwise to the file's own folder.
+    @property
+    def root(self) -> Path:
+        folder = self.path.resolve().parent
+        return folder.parent if folder.name == "config" else folder
+
+    def resolve(self, path: Path | str) -> Path:
+        path = Path(path)
+        return path if path.is_absolute() else self.root / path
+
+    @property
+    def database_url(self) -> str:
+        url = self.database.url
+        prefix = "sqlite:///"
+        if url.startswith(prefix) and not url.startswith(prefix + "/") and ":memory:" not in url:
+            return prefix + str(self.resolve(url[len(prefix) :]))
+        return url
+
+    @property
+    def public_base_url(self) -> str:
+        return self.server.base_url or self.site.url
+
+    @property
+    def timezone(self) -> ZoneInfo:
+        return ZoneInfo(self.schedules.timezone or self.site.timezone)
+
+    def digest(self, name: str) -> DigestConfig:
+        for digest in self.digests:
+            if digest.name == name:
+                return digest
+        known = ", ".join(d.name for d in self.digests) or "none configured"
+        raise UnknownDigest(f"no digest named {name!r} in {self.path} (configured: {known})")
+
+    def secret_envs(self) -> list[str]:
+        """The environment variables this configuration reads secrets from."""
+        names = [self.site.secret_env]
+        if self.delivery.transport == "smtp":
+            smtp = self.delivery.smtp
+            names += [n for n in (smtp.username_env, smtp.password_env) if n]
+        return names
+
+    def template_dirs(self) -> list[Path]:
+        dirs = [self.resolve(self.templates)] if self.templates else []
+        return [*dirs, BUILTIN_TEMPLATES]
+
+
+BUILTIN_TEMPLATES = Path(__file__).parent / "templates"
+
+
+class UnknownDigest(LookupError):
+    """A command named a digest the YAML does not define."""
+
+
+class MissingSecret(Exception):
+    def __init__(self, env_name: str, purpose: str) -> None:
+        super().__init__(
+            f"the environment variable {env_name} is not set; it holds the {purpose}. "
+            f"Set it (export {env_name}=...) before running syndicate."
+        )
+        self.env_name = env_name
+
+
+def secret(env_name: str, purpose: str) -> str:
+    value = os.environ.get(env_name, "")
+    if not value:
+        raise MissingSecret(env_name, purpose)
+    return value
+
+
+# --- loading ---------------------------------------------------------------------
+
+
+def config_path(explicit: str | Path | None = None) -> Path:
+    return Path(explicit or os.environ.get(CONFIG_ENV) or DEFAULT_CONFIG)
+
+
+def load(path: str | Path | None = None) -> Config:
+    """Read and validate the YAML file; raise ConfigError naming every problem found."""
+    path = config_path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(
+            path, ["file not found (use --config PATH or SYNDICATE_CONFIG)"]
+        ) from None
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}: " if mark else ""
+        raise ConfigError(
+            path, [f"{where}not valid YAML: {getattr(exc, 'problem', exc)}"]
+        ) from None
+    if not isinstance(data, dict):
+        raise ConfigError(path, ["line 1: expected a mapping of sections (site, delivery, ...)"])
+    lines = yaml_key_lines(node)
+    try:
+        config = Config.model_validate({**data, "path": path})
+    except ValidationError as exc:
+        raise ConfigError(path, [describe_error(err, lines) for err in exc.errors()]) from None
+    return config
+
+
+def yaml_key_lines(
+    node: yaml.Node | None, prefix: tuple[Any, ...] = ()
+) -> dict[tuple[Any, ...], int]:
+    """Map each key path, e.g. ('digests', 0, 'name'), to the 1-based line it is on."""
+    lines: dict[tuple[Any, ...], int] = {}
+    if isinstance(node, yaml.MappingNode):
+        for key_node, value_node in node.value:
+            key = (*prefix, key_node.value)
+            lines[key] = key_node.start_mark.line + 1
+            lines.update(yaml_key_lines(value_node, key))
+    elif isinstance(node, yaml.SequenceNode):
+        for index, item in enumerate(node.value):
+            key = (*prefix, index)
+            lines[key] = item.start_mark.line + 1
+            lines.update(yaml_key_lines(item, key))
+    return lines
+
+
+def describe_error(error: Any, lines: dict[tuple[Any, ...], int]) -> str:
+    # Pydantic adds the discriminator's tag ('files') to the location; the YAML has no such key.
+    loc = tuple(part for part in error["loc"] if part not in ("files",))
+    line = None
+    for end in range(len(loc), 0, -1):
+        line = lines.get(loc[:end])
+        if line:
+            break
+    key = ".".join(str(p) for p in loc) or "(top level)"
+    message = error["msg"].removeprefix("Value error, ")
+    if error["type"] == "missing":
+        message = "required key is missing"
+    elif error["type"] == "extra_forbidden":
+        message = "unknown key (check its spelling and indentation)"
+    where = f"line {line}: " if line else ""
+    return f"{where}{key}: {message}"

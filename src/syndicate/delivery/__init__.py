@@ -1,0 +1,19 @@
+"""Delivering issues: building MIME messages, transports, and the exactly-once ledger."""
+
+from syndicate.delivery.ledger import IssueBusy, Sender, SendReport
+from syndicate.delivery.message import Letter, Outcome, Recipient, build_message
+from syndicate.delivery.transports import OutboxTransport, SmtpTransport, Transport, open_transport
+
+__all__ = [
+    "IssueBusy",
+    "Letter",
+    "OutboxTransport",
+    "Outcome",
+    "Recipient",
+    "SendReport",
+    "Sender",
+    "SmtpTransport",
+    "Transport",
+    "build_message",
+    "open_transport",
+]

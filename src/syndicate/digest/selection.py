@@ -1,0 +1,156 @@
+"""Which reviews go into the next issue: the new ones, the featured one, its relatives."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import or_, select
+from sqlalchemy.orm import Session
+
+from syndicate.config import DigestConfig, FeaturedStrategy
+from syndicate.store import DigestIssue, IssueReview, Review, ReviewTag
+
+# How much each shared trait counts towards "related". Same film beats same director
+# beats a shared tag; ties go to the newer review.
+SCORE_SAME_FILM = 5.0
+SCORE_SAME_DIRECTOR = 3.0
+SCORE_PER_SHARED_TAG = 1.0
+
+
+@dataclass(frozen=True)
+class RelatedLink:
+    title: str
+    url: str
+    author: str | None = None
+    published: datetime | None = None
+    film: str | None = None
+
+
+@dataclass(frozen=True)
+class Selection:
+    featured: Review
+    others: list[Review]
+    related: list[RelatedLink]
+
+    @property
+    def reviews(self) -> list[Review]:
+        return [self.featured, *self.others]
+
+
+def new_reviews(session: Session, digest: str, floor: datetime, now: datetime) -> list[Review]:
+    """Live reviews published in (floor, now] that no earlier issue of this digest carried."""
+    already_sent = (
+        select(IssueReview.review_id)
+        .join(DigestIssue, DigestIssue.id == IssueReview.issue_id)
+        .where(DigestIssue.digest == digest)
+    )
+    query = (
+        select(Review)
+        .where(
+            Review.withdrawn_at.is_(None),
+            Review.published > floor,
+            Review.published <= now,
+            Review.id.not_in(already_sent),
+        )
+        .order_by(Review.published.desc(), Review.id)
+    )
+    return list(session.scalars(query))
+
+
+def choose_featured(reviews: Sequence[Review], strategies: Sequence[FeaturedStrategy]) -> Review:
+    """The first strategy that finds a review wins; `newest` always does."""
+    newest_first = sorted(reviews, key=lambda r: (r.published, r.id), reverse=True)
+    for strategy in [*strategies, "newest"]:
+        if strategy == "editors_pick":
+            picks = [r for r in newest_first if r.featured]
+            if picks:
+                return picks[0]
+        elif strategy == "highest_rated":
+            rated = [r for r in newest_first if r.rating is not None]
+            if rated:
+                return max(rated, key=lambda r: r.rating or 0.0)  # max keeps the newest on ties
+        elif strategy == "newest" and newest_first:
+            return newest_first[0]
+    raise ValueError("no reviews to choose from")
+
+
+def relatedness(a: Review, b: Review) -> float:
+    score = 0.0
+    if a.film and b.film and a.film.casefold() == b.film.casefold():
+        score += SCORE_SAME_FILM
+    if a.director and b.director and a.director.casefold() == b.director.casefold():
+        score += SCORE_SAME_DIRECTOR
+    score += SCORE_PER_SHARED_TAG * len(set(a.tags) & set(b.tags))
+    return score
+
+
+def related_links(
+    session: Session, review: Review, limit: int, exclude: set[str], now: datetime
+) -> list[RelatedLink]:
+    """The author's own links first, then the most related reviews in the archive."""
+    links: list[RelatedLink] = []
+    seen_urls = {review.url}
+    for item in review.related:
+        if item["url"] in seen_urls:
+            continue
+        match = session.scalars(select(Review).where(Review.url == item["url"])).first()
+        links.append(
+            RelatedLink(
+                title=item["title"],
+                url=item["url"],
+                author=match.author if match else None,
+                published=match.published if match else None,
+                film=match.film if match else None,
+            )
+        )
+        seen_urls.add(item["url"])
+    if len(links) >= limit:
+        return links[:limit]
+
+    traits = [Review.tag_rows.any(ReviewTag.tag.in_(review.tags))] if review.tags else []
+    if review.film:
+        traits.append(Review.film == review.film)
+    if review.director:
+        traits.append(Review.director == review.director)
+    if not traits:
+        return links
+    candidates = session.scalars(
+        select(Review).where(
+            Review.withdrawn_at.is_(None),
+            Review.published <= now,
+            Review.id != review.id,
+            Review.id.not_in(exclude) if exclude else True,
+            or_(*traits),
+        )
+    ).all()
+    ranked = sorted(
+        (c for c in candidates if c.url not in seen_urls),
+        key=lambda c: (relatedness(review, c), c.published),
+        reverse=True,
+    )
+    for candidate in ranked:
+        if len(links) >= limit or relatedness(review, candidate) <= 0:
+            break
+        links.append(
+            RelatedLink(
+                title=candidate.title,
+                url=candidate.url,
+                author=candidate.author,
+                published=candidate.published,
+                film=candidate.film,
+            )
+        )
+    return links
+
+
+def select_for_issue(
+    session: Session, digest: DigestConfig, reviews: list[Review], now: datetime
+) -> Selection | None:
+    if not reviews:
+        return None
+    featured = choose_featured(reviews, digest.featured)
+    others = [r for r in reviews if r.id != featured.id]
+    related = related_links(session, featured, digest.related, {r.id for r in others}, now)
+    return Selection(featured=featured, others=others, related=related)

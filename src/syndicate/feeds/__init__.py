@@ -1,0 +1,77 @@
+"""Publishing RSS 2.0 and Atom feeds: the site feed and one per tag."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+from sqlalchemy import select
+
+from syndicate.config import Config
+from syndicate.feeds.documents import FeedSpec, render
+from syndicate.output import write_if_changed
+from syndicate.sources.content import slugify
+from syndicate.store import Review, ReviewTag, Store
+
+log = logging.getLogger(__name__)
+
+__all__ = ["FeedReport", "build_feeds", "feed_specs"]
+
+FILENAMES = {"rss": "feed.xml", "atom": "atom.xml"}
+
+
+@dataclass
+class FeedReport:
+    written: list[Path] = field(default_factory=list)
+    unchanged: list[Path] = field(default_factory=list)
+
+    def summary(self) -> str:
+        return f"{len(self.written)} feed file(s) written, {len(self.unchanged)} unchanged"
+
+
+def feed_specs(config: Config, tags: list[str]) -> list[FeedSpec]:
+    site = config.site
+    specs = [FeedSpec(key="site", title=site.title, description=site.description, folder="")]
+    if config.feeds.per_tag:
+        for tag in tags:
+            specs.append(
+                FeedSpec(
+                    key=f"tag:{tag}",
+                    title=f"{site.title}: {tag}",
+                    description=f"Reviews tagged {tag} on {site.title}",
+                    folder=f"tags/{slugify(tag)}/",
+                    tag=tag,
+                )
+            )
+    return specs
+
+
+def build_feeds(config: Config, store: Store, now: datetime | None = None) -> FeedReport:
+    """Write every feed file under feeds.output; leave unchanged files untouched."""
+    now = now or datetime.now(UTC)
+    output = config.resolve(config.feeds.output)
+    report = FeedReport()
+    with store.session() as session:
+        visible = (Review.withdrawn_at.is_(None), Review.published <= now)
+        tags = session.scalars(
+            select(ReviewTag.tag).join(Review).where(*visible).distinct().order_by(ReviewTag.tag)
+        ).all()
+        for spec in feed_specs(config, list(tags)):
+            query = select(Review).where(*visible)
+            if spec.tag is not None:
+                query = query.where(Review.tag_rows.any(ReviewTag.tag == spec.tag))
+            reviews = session.scalars(
+                query.order_by(Review.published.desc(), Review.id).limit(config.feeds.items)
+            ).all()
+            for kind in config.feeds.formats:
+                path = output / spec.folder / FILENAMES[kind]
+                url = f"{config.site.url}{spec.folder}{FILENAMES[kind]}"
+                content = render(kind, config, spec, url, list(reviews))
+                if write_if_changed(path, content):
+                    report.written.append(path)
+                    log.info("wrote %s (%d items)", path, len(reviews))
+                else:
+                    report.unchanged.append(path)
+    return report

@@ -1,0 +1,94 @@
+"""The stages in order: gather -> store -> feeds, and digest -> delivery.
+
+The CLI and the scheduler both run the stages through these functions, so a scheduled
+run and a run by hand do exactly the same thing.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from syndicate import digest as digests
+from syndicate import feeds, sources
+from syndicate.config import Config
+from syndicate.delivery import Sender, SendReport, Transport, open_transport
+from syndicate.store import Store
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class DigestOutcome:
+    name: str
+    report: SendReport | None  # None: nothing new, no issue
+
+    def summary(self) -> str:
+        if self.report is None:
+            return f"digest {self.name}: nothing new since the last issue; no issue sent"
+        return self.report.summary()
+
+
+def send_digest(
+    config: Config,
+    store: Store,
+    name: str,
+    transport: Transport,
+    now: datetime | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> DigestOutcome:
+    """Finish the digest's unfinished issue, or record and send a new one if anything is new.
+
+    `progress(done, total)` is called after each batch.
+    """
+    now = now or datetime.now(UTC)
+    digest = config.digest(name)
+    with store.session() as session:
+        issue = digests.issue_to_send(config, session, digest, now)
+        issue_id = issue.id if issue is not None else None
+    if issue_id is None:
+        log.info("digest %s: nothing new; no issue", name)
+        return DigestOutcome(name, None)
+    sender = Sender(config, store, transport)
+    total = sender.remaining(issue_id)
+    done = 0
+
+    def step(count: int) -> None:
+        nonlocal done
+        done += count
+        if progress:
+            progress(done, total)
+
+    report = sender.send(issue_id, step)
+    log.info("%s", report.summary())
+    return DigestOutcome(name, report)
+
+
+@dataclass
+class RunReport:
+    gathered: sources.GatherReport
+    feeds: feeds.FeedReport
+    digests: list[DigestOutcome] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.gathered.errors and all(
+            d.report is None or not d.report.failed for d in self.digests
+        )
+
+
+def run_once(config: Config, store: Store, now: datetime | None = None) -> RunReport:
+    """Gather, publish the feeds, and send every digest that has something new."""
+    now = now or datetime.now(UTC)
+    gathered = sources.gather(config, store, now)
+    published = feeds.build_feeds(config, store, now)
+    report = RunReport(gathered, published)
+    transport = open_transport(config)
+    try:
+        for digest in config.digests:
+            report.digests.append(send_digest(config, store, digest.name, transport, now))
+    finally:
+        transport.close()
+    return report

@@ -1,0 +1,42 @@
+"""The functions APScheduler runs. They take the config file's path, not objects,
+because the job store keeps jobs as text references between restarts."""
+
+from __future__ import annotations
+
+import logging
+
+from syndicate import config as configuration
+from syndicate import pipeline
+from syndicate.delivery import open_transport
+from syndicate.feeds import build_feeds
+from syndicate.sources import gather
+from syndicate.store import Store
+
+log = logging.getLogger("syndicate.schedule")
+
+
+def gather_job(config_path: str) -> None:
+    config = configuration.load(config_path)
+    with Store(config.database_url) as store:
+        report = gather(config, store)
+        log.info("gather: %s", report.summary())
+        if report.changed:
+            # Readers should not wait for the next feeds run to see a new review.
+            log.info("feeds: %s", build_feeds(config, store).summary())
+
+
+def feeds_job(config_path: str) -> None:
+    config = configuration.load(config_path)
+    with Store(config.database_url) as store:
+        log.info("feeds: %s", build_feeds(config, store).summary())
+
+
+def digest_job(config_path: str, name: str) -> None:
+    config = configuration.load(config_path)
+    with Store(config.database_url) as store:
+        transport = open_transport(config)
+        try:
+            outcome = pipeline.send_digest(config, store, name, transport)
+        finally:
+            transport.close()
+        log.info("%s", outcome.summary())

@@ -1,0 +1,186 @@
+"""The subscriber list: adding, removing, importing and exporting readers.
+
+Addresses are validated and normalised with email-validator (no DNS look-ups: syntax only,
+so an offline import is fast and repeatable). A removed or unsubscribed address is kept,
+suppressed, so that no import can mail it again; only an explicit `add` brings it back.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import logging
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TextIO
+
+from email_validator import EmailNotValidError, validate_email
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from syndicate.store import Subscriber, Subscription
+
+log = logging.getLogger(__name__)
+
+SUPPRESSED = (
+    Subscriber.UNSUBSCRIBED,
+    Subscriber.REMOVED,
+    Subscriber.BOUNCED,
+    Subscriber.COMPLAINED,
+)
+CSV_COLUMNS = ("email", "name", "digests", "status", "created_at")
+
+
+class InvalidAddress(ValueError):
+    pass
+
+
+def normalise(address: str) -> str:
+    """The canonical form of an address: validated, domain lower-cased (IDNA-aware)."""
+    try:
+        result = validate_email(address.strip(), check_deliverability=False)
+    except EmailNotValidError as exc:
+        raise InvalidAddress(f"{address.strip()!r} is not a valid email address: {exc}") from None
+    return result.normalized.lower() if result.local_part.isascii() else result.normalized
+
+
+def find(session: Session, address: str) -> Subscriber | None:
+    return session.scalars(select(Subscriber).where(Subscriber.email == normalise(address))).first()
+
+
+@dataclass
+class AddResult:
+    subscriber: Subscriber
+    created: bool
+    reactivated: bool
+
+
+def add(
+    session: Session,
+    address: str,
+    name: str = "",
+    digests: Iterable[str] = (),
+    *,
+    reactivate: bool = True,
+) -> AddResult:
+    """Add a reader, or merge into the existing one. Suppressed readers stay suppressed
+    unless `reactivate` (an explicit add by the editor, not an import)."""
+    email = normalise(address)
+    subscriber = session.scalars(select(Subscriber).where(Subscriber.email == email)).first()
+    created = subscriber is None
+    reactivated = False
+    if subscriber is None:
+        subscriber = Subscriber(email=email, name=name.strip(), status=Subscriber.ACTIVE)
+        session.add(subscriber)
+    else:
+        if name.strip():
+            subscriber.name = name.strip()
+        if subscriber.status in SUPPRESSED and reactivate:
+            subscriber.status = Subscriber.ACTIVE
+            subscriber.status_reason = "re-added by the editor"
+            subscriber.status_changed_at = datetime.now(UTC)
+            reactivated = True
+    have = {s.digest for s in subscriber.subscriptions}
+    for digest in digests:
+        if digest not in have:
+            subscriber.subscriptions.append(Subscription(digest=digest))
+            have.add(digest)
+    session.flush()
+    return AddResult(subscriber, created, reactivated)
+
+
+def suppress(session: Session, address: str, status: str, reason: str) -> Subscriber | None:
+    subscriber = find(session, address)
+    if subscriber is not None and subscriber.status != status:
+        subscriber.status = status
+        subscriber.status_reason = reason
+        subscriber.status_changed_at = datetime.now(UTC)
+    return subscriber
+
+
+@dataclass
+class ImportReport:
+    added: int = 0
+    merged: int = 0
+    suppressed_kept: int = 0
+    errors: list[str] = field(default_factory=list)
+
+    def summary(self) -> str:
+        text = f"{self.added} added, {self.merged} merged into existing subscribers"
+        if self.suppressed_kept:
+            text += f", {self.suppressed_kept} left suppressed (unsubscribed, removed or bounced)"
+        if self.errors:
+            text += f", {len(self.errors)} row(s) skipped"
+        return text
+
+
+def import_csv(
+    session: Session,
+    handle: TextIO,
+    source: str,
+    default_digests: list[str],
+    known_digests: set[str],
+) -> ImportReport:
+    """Import rows of `email,name,digests` (digests separated by ';'). Bad rows are
+    reported with their line number and skipped; the good rows are imported."""
+    report = ImportReport()
+    reader = csv.DictReader(handle)
+    if reader.fieldnames is None or "email" not in [f.strip().lower() for f in reader.fieldnames]:
+        report.errors.append(f"{source}: line 1: expected a header row with an 'email' column")
+        return report
+    for row in reader:
+        line = reader.line_num
+        row = {(k or "").strip().lower(): (v or "").strip() for k, v in row.items() if k}
+        digests = [
+            d.strip() for d in row.get("digests", "").replace(",", ";").split(";") if d.strip()
+        ]
+        unknown = sorted(set(digests) - known_digests)
+        try:
+            if unknown:
+                raise InvalidAddress(f"unknown digest(s) {', '.join(unknown)}")
+            with session.begin_nested():
+                result = add(
+                    session,
+                    row.get("email", ""),
+                    row.get("name", ""),
+                    digests or default_digests,
+                    reactivate=False,
+                )
+        except InvalidAddress as exc:
+            report.errors.append(f"{source}: line {line}: {exc}")
+            continue
+        if result.created:
+            report.added += 1
+        else:
+            report.merged += 1
+            if result.subscriber.status in SUPPRESSED:
+                report.suppressed_kept += 1
+    return report
+
+
+def export_rows(session: Session) -> Iterator[dict[str, str]]:
+    for subscriber in session.scalars(select(Subscriber).order_by(Subscriber.id)):
+        yield {
+            "email": subscriber.email,
+            "name": subscriber.name,
+            "digests": ";".join(subscriber.digests),
+            "status": subscriber.status,
+            "created_at": subscriber.created_at.isoformat(),
+        }
+
+
+def export_csv(session: Session, handle: TextIO) -> int:
+    writer = csv.DictWriter(handle, fieldnames=CSV_COLUMNS, lineterminator="\n")
+    writer.writeheader()
+    count = 0
+    for row in export_rows(session):
+        writer.writerow(row)
+        count += 1
+    return count
+
+
+def read_csv(path: Path) -> io.StringIO:
+    # utf-8-sig: spreadsheets often save a byte-order mark before the header.
+    return io.StringIO(path.read_text(encoding="utf-8-sig"))
