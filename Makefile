@@ -1,0 +1,53 @@
+# make demo   set up, then run the whole pipeline once on the bundled example site
+# make test   set up, then lint, check the docs, and run the test suite
+# make bench  run the benchmarks by hand (not part of make test)
+#
+# Both set up from nothing: a virtual environment in .venv with syndicate installed.
+
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-stamp
+
+# A demo-only signing key; production sets its own (see README, "Secrets").
+export SYNDICATE_SECRET ?= demo-secret-not-for-production
+
+.PHONY: install demo test lint docs bench clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+demo: $(STAMP)
+	@echo "== A clean slate: removing var/ and public/ from earlier demo runs"
+	rm -rf var public
+	$(BIN)/syndicate check
+	$(BIN)/syndicate subscribers import examples/site/subscribers.csv
+	$(BIN)/syndicate run --once
+	$(BIN)/syndicate digest status weekly
+	@echo
+	@echo "Feeds:   public/feed.xml (RSS 2.0), public/atom.xml (Atom), public/tags/<tag>/"
+	@echo "Emails:  var/outbox/*.eml (open one in a mail client, or run:"
+	@echo "         $(BIN)/syndicate digest preview weekly --output var/preview  after adding a review)"
+	@echo "Next:    $(BIN)/syndicate --help"
+
+lint: $(STAMP)
+	$(BIN)/ruff check src tests bench
+	$(BIN)/ruff format --check src tests bench
+
+docs: $(STAMP)
+	$(BIN)/cog -r docs/cli.md
+
+test: $(STAMP) lint
+	$(BIN)/cog --check docs/cli.md
+	$(BIN)/python -m pytest -n 2 --durations=10
+
+bench: $(STAMP)
+	$(BIN)/python bench/run.py
+
+clean:
+	rm -rf $(VENV) var public .pytest_cache .ruff_cache
