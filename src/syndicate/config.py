@@ -26,6 +26,7 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+from pydantic_core import PydanticCustomError
 
 DEFAULT_CONFIG = Path("config/syndicate.yaml")
 CONFIG_ENV = "SYNDICATE_CONFIG"
@@ -239,19 +240,26 @@ class Config(Section):
 
     @model_validator(mode="after")
     def _cross_checks(self) -> Config:
+        # Each problem carries the key it is about, so the message can name its line.
         names = [d.name for d in self.digests]
-        dupes = sorted({n for n in names if names.count(n) > 1})
-        if dupes:
-            raise ValueError(f"digest names must be unique; repeated: {', '.join(dupes)}")
-        unknown = sorted(set(self.schedules.digests) - set(names))
+        for index, name in enumerate(names):
+            if name in names[:index]:
+                raise _conflict(
+                    ("digests", index, "name"), f"digest names must be unique; {name!r} is repeated"
+                )
+        unknown = [name for name in self.schedules.digests if name not in names]
         if unknown:
-            raise ValueError(
+            raise _conflict(
+                ("schedules", "digests", unknown[0]),
                 f"schedules.digests names unknown digests: {', '.join(unknown)} "
-                f"(configured: {', '.join(names) or 'none'})"
+                f"(configured: {', '.join(names) or 'none'})",
             )
         source_names = [s.name for s in self.sources]
-        if len(set(source_names)) != len(source_names):
-            raise ValueError("source names must be unique")
+        for index, name in enumerate(source_names):
+            if name in source_names[:index]:
+                raise _conflict(
+                    ("sources", index, "name"), f"source names must be unique; {name!r} is repeated"
+                )
         return self
 
     # Paths in the YAML are relative to the YAML file's folder's parent when the file is
@@ -304,6 +312,11 @@ class Config(Section):
 BUILTIN_TEMPLATES = Path(__file__).parent / "templates"
 
 
+def _conflict(at: tuple[Any, ...], message: str) -> PydanticCustomError:
+    """A validation error about the key at `at`, which describe_error turns into a line."""
+    return PydanticCustomError("conflict", "{message}", {"message": message, "at": at})
+
+
 class UnknownDigest(LookupError):
     """A command named a digest the YAML does not define."""
 
@@ -331,6 +344,31 @@ def config_path(explicit: str | Path | None = None) -> Path:
     return Path(explicit or os.environ.get(CONFIG_ENV) or DEFAULT_CONFIG)
 
 
+class YamlLoader(yaml.SafeLoader):
+    """SafeLoader, except that an impossible date (2026-13-45) stays text.
+
+    PyYAML raises a bare ValueError for it, with no line; as text it reaches validation,
+    which rejects it with its key and line like any other bad value.
+    """
+
+
+def _timestamp_or_text(loader: YamlLoader, node: yaml.ScalarNode) -> Any:
+    try:
+        return yaml.SafeLoader.construct_yaml_timestamp(loader, node)
+    except ValueError:
+        return loader.construct_scalar(node)
+
+
+YamlLoader.add_constructor("tag:yaml.org,2002:timestamp", _timestamp_or_text)
+
+
+def read_yaml(text: str) -> tuple[Any, yaml.Node | None]:
+    """The data and the node tree (for line numbers). Raises yaml.YAMLError."""
+    node = yaml.compose(text, Loader=YamlLoader)
+    data = yaml.load(text, Loader=YamlLoader)  # YamlLoader is a SafeLoader
+    return data, node
+
+
 def load(path: str | Path | None = None) -> Config:
     """Read and validate the YAML file; raise ConfigError naming every problem found."""
     path = config_path(path)
@@ -340,9 +378,12 @@ def load(path: str | Path | None = None) -> Config:
         raise ConfigError(
             path, ["file not found (use --config PATH or SYNDICATE_CONFIG)"]
         ) from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(path, [f"not UTF-8 text (byte {exc.start})"]) from None
+    except OSError as exc:
+        raise ConfigError(path, [f"cannot be read: {exc.strerror or exc}"]) from None
     try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
-        data = yaml.safe_load(text)
+        data, node = read_yaml(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}: " if mark else ""
@@ -351,12 +392,36 @@ def load(path: str | Path | None = None) -> Config:
         ) from None
     if not isinstance(data, dict):
         raise ConfigError(path, ["line 1: expected a mapping of sections (site, delivery, ...)"])
+    repeated = duplicate_keys(node)
+    if repeated:
+        raise ConfigError(path, repeated)
     lines = yaml_key_lines(node)
     try:
         config = Config.model_validate({**data, "path": path})
     except ValidationError as exc:
         raise ConfigError(path, [describe_error(err, lines) for err in exc.errors()]) from None
     return config
+
+
+def duplicate_keys(
+    node: yaml.Node | None, prefix: tuple[Any, ...] = (), offset: int = 0
+) -> list[str]:
+    """A key given twice in one mapping; PyYAML would silently keep only the last."""
+    problems: list[str] = []
+    if isinstance(node, yaml.MappingNode):
+        seen: set[Any] = set()
+        for key_node, value_node in node.value:
+            key = (*prefix, key_node.value)
+            if key_node.value in seen:
+                line = key_node.start_mark.line + 1 + offset
+                dotted = ".".join(str(p) for p in key)
+                problems.append(f"line {line}: {dotted}: appears twice in the same section")
+            seen.add(key_node.value)
+            problems += duplicate_keys(value_node, key, offset)
+    elif isinstance(node, yaml.SequenceNode):
+        for index, item in enumerate(node.value):
+            problems += duplicate_keys(item, (*prefix, index), offset)
+    return problems
 
 
 def yaml_key_lines(
@@ -377,9 +442,20 @@ def yaml_key_lines(
     return lines
 
 
+_TYPE_TAGS = {"str", "int", "float", "bool", "date", "datetime", "list", "dict", "none"}
+
+
+def _is_type_tag(part: Any) -> bool:
+    return isinstance(part, str) and (part in _TYPE_TAGS or "[" in part)
+
+
 def describe_error(error: Any, lines: dict[tuple[Any, ...], int]) -> str:
     # Pydantic adds the discriminator's tag ('files') to the location; the YAML has no such key.
     loc = tuple(part for part in error["loc"] if part not in ("files",))
+    loc += tuple((error.get("ctx") or {}).get("at", ()))
+    # A union (date | datetime) adds the member's type name; the YAML has no such key either.
+    while len(loc) > 1 and loc not in lines and loc[:-1] in lines and _is_type_tag(loc[-1]):
+        loc = loc[:-1]
     line = None
     for end in range(len(loc), 0, -1):
         line = lines.get(loc[:end])

@@ -35,14 +35,21 @@ def feed_specs(config: Config, tags: list[str]) -> list[FeedSpec]:
     site = config.site
     specs = [FeedSpec(key="site", title=site.title, description=site.description, folder="")]
     if config.feeds.per_tag:
-        for tag in tags:
+        # Spellings that share a folder ("Drama", "drama") share one feed; otherwise each
+        # would overwrite the other's file on every build.
+        by_folder: dict[str, list[str]] = {}
+        for tag in sorted(tags):
+            by_folder.setdefault(slugify(tag), []).append(tag)
+        for folder, spellings in sorted(by_folder.items()):
+            tag = spellings[0]
             specs.append(
                 FeedSpec(
                     key=f"tag:{tag}",
                     title=f"{site.title}: {tag}",
                     description=f"Reviews tagged {tag} on {site.title}",
-                    folder=f"tags/{slugify(tag)}/",
+                    folder=f"tags/{folder}/",
                     tag=tag,
+                    spellings=tuple(spellings),
                 )
             )
     return specs
@@ -55,13 +62,20 @@ def build_feeds(config: Config, store: Store, now: datetime | None = None) -> Fe
     report = FeedReport()
     with store.session() as session:
         visible = (Review.withdrawn_at.is_(None), Review.published <= now)
+        # Tags of withdrawn reviews too: a tag whose last review was deleted gets an empty
+        # feed, rather than a stale file that keeps showing the deleted review.
         tags = session.scalars(
-            select(ReviewTag.tag).join(Review).where(*visible).distinct().order_by(ReviewTag.tag)
+            select(ReviewTag.tag)
+            .join(Review)
+            .where(Review.published <= now)
+            .distinct()
+            .order_by(ReviewTag.tag)
         ).all()
         for spec in feed_specs(config, list(tags)):
             query = select(Review).where(*visible)
             if spec.tag is not None:
-                query = query.where(Review.tag_rows.any(ReviewTag.tag == spec.tag))
+                spellings = spec.spellings or (spec.tag,)
+                query = query.where(Review.tag_rows.any(ReviewTag.tag.in_(spellings)))
             reviews = session.scalars(
                 query.order_by(Review.published.desc(), Review.id).limit(config.feeds.items)
             ).all()

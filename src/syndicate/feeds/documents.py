@@ -20,6 +20,7 @@ class FeedSpec:
     description: str
     folder: str  # relative to feeds.output, "" or ending in "/"
     tag: str | None = None
+    spellings: tuple[str, ...] = ()  # every tag spelling this feed collects ("Drama", "drama")
 
 
 def review_id_uri(config: Config, review_id: str) -> str:

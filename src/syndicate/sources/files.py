@@ -81,7 +81,11 @@ class FilesGatherer:
             ):
                 report.unchanged += 1
                 continue
-            changed.append((found, found.path.read_bytes()))
+            try:
+                changed.append((found, found.path.read_bytes()))
+            except OSError as exc:
+                # Unreadable for now (permissions, deleted mid-scan): the stored version stays.
+                report.error(str(found.path), f"cannot be read: {exc.strerror or exc}")
 
         # Files that are gone are candidates for renames before they count as withdrawn.
         vanished = {key: r for key, r in known.items() if key not in seen and r.live}

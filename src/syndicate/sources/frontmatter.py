@@ -8,7 +8,7 @@ from typing import Annotated, Any
 import yaml
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 
-from syndicate.config import describe_error, yaml_key_lines
+from syndicate.config import describe_error, duplicate_keys, read_yaml, yaml_key_lines
 
 
 class ReviewFileError(Exception):
@@ -56,7 +56,8 @@ class RelatedLink(BaseModel):
 class FrontMatter(BaseModel):
     """The keys a review file may set. Unknown keys are kept out of the way, not refused."""
 
-    model_config = ConfigDict(extra="ignore", str_strip_whitespace=True)
+    # Numbers are text where text is expected: films are called 1917, 2046 and 300.
+    model_config = ConfigDict(extra="ignore", str_strip_whitespace=True, coerce_numbers_to_str=True)
 
     title: Annotated[str, Field(min_length=1)]
     id: Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$", max_length=200)] | None = None
@@ -88,8 +89,8 @@ def parse(raw: str, path: str, default_zone: Any = UTC) -> tuple[FrontMatter, st
     header = "".join(lines[1:end])
     body = "".join(lines[end + 1 :])
     try:
-        data = yaml.safe_load(header) or {}
-        node = yaml.compose(header, Loader=yaml.SafeLoader)
+        data, node = read_yaml(header)
+        data = data or {}
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 2}: " if mark else ""
@@ -98,6 +99,9 @@ def parse(raw: str, path: str, default_zone: Any = UTC) -> tuple[FrontMatter, st
         ) from None
     if not isinstance(data, dict):
         raise ReviewFileError(path, "line 2: front matter must be a mapping of keys (title: ...)")
+    repeated = duplicate_keys(node, offset=1)  # +1: line numbers count the opening '---'
+    if repeated:
+        raise ReviewFileError(path, "; ".join(repeated))
     try:
         meta = FrontMatter.model_validate(data)
     except ValidationError as exc:
