@@ -156,7 +156,7 @@ def postgres_server() -> Iterator[str]:
 _database_counter = 0
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
 def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     """A fresh, empty database: SQLite in a temporary file, or a new PostgreSQL database."""
     if request.param == "sqlite":
