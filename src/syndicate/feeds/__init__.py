@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -31,7 +32,15 @@ class FeedReport:
         return f"{len(self.written)} feed file(s) written, {len(self.unchanged)} unchanged"
 
 
-def feed_specs(config: Config, tags: list[str]) -> list[FeedSpec]:
+def feed_specs(
+    config: Config, tags: list[str], published_folders: Iterable[str] = ()
+) -> list[FeedSpec]:
+    """The site feed and one feed per tag folder.
+
+    `published_folders` are tag folders that already hold feed files: one whose tag no
+    review has any more gets an empty feed, rather than a stale file that keeps showing
+    the reviews that dropped the tag.
+    """
     site = config.site
     specs = [FeedSpec(key="site", title=site.title, description=site.description, folder="")]
     if config.feeds.per_tag:
@@ -40,11 +49,15 @@ def feed_specs(config: Config, tags: list[str]) -> list[FeedSpec]:
         by_folder: dict[str, list[str]] = {}
         for tag in sorted(tags):
             by_folder.setdefault(slugify(tag), []).append(tag)
+        for folder in published_folders:
+            by_folder.setdefault(folder, [folder])
         for folder, spellings in sorted(by_folder.items()):
             tag = spellings[0]
             specs.append(
                 FeedSpec(
-                    key=f"tag:{tag}",
+                    # The folder, not a spelling: the feed keeps its id when a review
+                    # brings a new spelling ("Drama") into an existing feed ("drama").
+                    key=f"tag:{folder}",
                     title=f"{site.title}: {tag}",
                     description=f"Reviews tagged {tag} on {site.title}",
                     folder=f"tags/{folder}/",
@@ -53,6 +66,18 @@ def feed_specs(config: Config, tags: list[str]) -> list[FeedSpec]:
                 )
             )
     return specs
+
+
+def published_tag_folders(output: Path) -> list[str]:
+    """Tag folders under the output that hold a feed file from an earlier build."""
+    return sorted(
+        {
+            path.parent.name
+            for name in FILENAMES.values()
+            for path in (output / "tags").glob(f"*/{name}")
+            if slugify(path.parent.name) == path.parent.name
+        }
+    )
 
 
 def build_feeds(config: Config, store: Store, now: datetime | None = None) -> FeedReport:
@@ -71,7 +96,7 @@ def build_feeds(config: Config, store: Store, now: datetime | None = None) -> Fe
             .distinct()
             .order_by(ReviewTag.tag)
         ).all()
-        for spec in feed_specs(config, list(tags)):
+        for spec in feed_specs(config, list(tags), published_tag_folders(output)):
             query = select(Review).where(*visible)
             if spec.tag is not None:
                 spellings = spec.spellings or (spec.tag,)

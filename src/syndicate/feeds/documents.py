@@ -15,7 +15,7 @@ from syndicate.store import Review
 
 @dataclass(frozen=True)
 class FeedSpec:
-    key: str  # "site" or "tag:<tag>": part of the feed's Atom id, never change it
+    key: str  # "site" or "tag:<folder>": part of the feed's Atom id, never change it
     title: str
     description: str
     folder: str  # relative to feeds.output, "" or ending in "/"

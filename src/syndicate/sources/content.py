@@ -43,6 +43,18 @@ def sanitise(fragment: str, base_url: str) -> str:
     ).strip()
 
 
+# What XML 1.0 forbids: C0 controls other than tab, newline and return, and U+FFFE/U+FFFF.
+_NOT_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]")
+
+
+def xml_safe(text: str) -> str:
+    """Drop characters no feed may contain (a form feed pasted from a word processor, say).
+
+    Left in, one of them would make every feed that lists the review unwritable.
+    """
+    return _NOT_XML.sub("", text)
+
+
 _TAG = re.compile(r"<[^>]+>")
 _SPACE = re.compile(r"\s+")
 

@@ -17,11 +17,17 @@ from pathlib import Path
 from urllib.parse import urljoin, urlsplit
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import select
+from sqlalchemy import and_, or_, select
 from sqlalchemy.orm import Session
 
 from syndicate.config import FilesSource
-from syndicate.sources.content import first_paragraph, markdown_to_html, sanitise, slugify
+from syndicate.sources.content import (
+    first_paragraph,
+    markdown_to_html,
+    sanitise,
+    slugify,
+    xml_safe,
+)
 from syndicate.sources.frontmatter import FrontMatter, ReviewFileError, parse
 from syndicate.sources.report import GatherReport
 from syndicate.store import Review
@@ -116,7 +122,7 @@ class FilesGatherer:
             report.unchanged += 1
             return
         try:
-            text = raw.decode("utf-8")
+            text = xml_safe(raw.decode("utf-8"))
         except UnicodeDecodeError as exc:
             raise ReviewFileError(display, f"not UTF-8 text (byte {exc.start})") from None
         meta, body = parse(text, display, self.zone)
@@ -170,7 +176,21 @@ class FilesGatherer:
                 del vanished[key]
                 log.info("%s was renamed to %s", key, found.key)
                 return candidate
-        return None
+        # Renamed in an earlier run while the new file could not be read (a typo made with
+        # the rename): the review was withdrawn then, and comes back under its own id.
+        return session.scalars(
+            select(Review)
+            .where(
+                Review.source == self.source.name,
+                Review.withdrawn_at.is_not(None),
+                or_(
+                    Review.fingerprint == fingerprint,
+                    and_(Review.title == meta.title, Review.film == meta.film),
+                ),
+            )
+            .order_by(Review.withdrawn_at.desc())
+            .limit(1)
+        ).first()
 
     def _apply(
         self,

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, date, datetime, time
 from typing import Annotated, Any
 
 import yaml
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 
-from syndicate.config import describe_error, duplicate_keys, read_yaml, yaml_key_lines
+from syndicate.config import YamlLoader, describe_error, duplicate_keys, yaml_key_lines
 
 
 class ReviewFileError(Exception):
@@ -18,6 +19,53 @@ class ReviewFileError(Exception):
         super().__init__(f"{path}: {problem}")
         self.path = path
         self.problem = problem
+
+
+class _FrontMatterLoader(YamlLoader):
+    """Booleans are only true and false (as in YAML 1.2), not yes/no/on/off.
+
+    Films are called Yes, No and On; `film: No` must not become False.
+    """
+
+
+_FrontMatterLoader.yaml_implicit_resolvers = {
+    first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:bool"]
+    for first, resolvers in YamlLoader.yaml_implicit_resolvers.items()
+}
+_FrontMatterLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF")
+)
+
+
+def _read_yaml(text: str) -> tuple[Any, yaml.Node | None]:
+    node = yaml.compose(text, Loader=_FrontMatterLoader)
+    data = yaml.load(text, Loader=_FrontMatterLoader)  # a SafeLoader
+    return data, node
+
+
+_KEY_ON_LINE = re.compile(r"\s*(?:-\s+)?([^\s:#'\"\[{][^:#]*?)\s*:(?:\s|$)")
+
+
+def _yaml_problem(exc: yaml.YAMLError, header: str) -> str:
+    """Where the front matter stops being YAML, with the key on that line when there is one."""
+    problem = getattr(exc, "problem", None) or str(exc)
+    mark = getattr(exc, "problem_mark", None)
+    context = getattr(exc, "context", None) or ""
+    # An unclosed quote or bracket is only noticed lines later (often at the closing
+    # '---'); the editor needs the line where it was opened.
+    if context.startswith(("while scanning a quoted", "while parsing a flow")):
+        mark = getattr(exc, "context_mark", None) or mark
+    if mark is None:
+        return f"front matter is not valid YAML: {problem}"
+    where = f"line {mark.line + 2}: "  # +2: the header starts after the opening '---'
+    lines = header.splitlines()
+    key = _KEY_ON_LINE.match(lines[mark.line]) if mark.line < len(lines) else None
+    if key:
+        where += f"{key.group(1)}: "
+    hint = ""
+    if problem == "mapping values are not allowed here":
+        hint = " (put a value that contains ': ' in quotes, and check the indentation)"
+    return f"{where}front matter is not valid YAML: {problem}{hint}"
 
 
 def _to_datetime(value: Any) -> Any:
@@ -89,14 +137,10 @@ def parse(raw: str, path: str, default_zone: Any = UTC) -> tuple[FrontMatter, st
     header = "".join(lines[1:end])
     body = "".join(lines[end + 1 :])
     try:
-        data, node = read_yaml(header)
+        data, node = _read_yaml(header)
         data = data or {}
     except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"line {mark.line + 2}: " if mark else ""
-        raise ReviewFileError(
-            path, f"{where}front matter is not valid YAML: {getattr(exc, 'problem', exc)}"
-        ) from None
+        raise ReviewFileError(path, _yaml_problem(exc, header)) from None
     if not isinstance(data, dict):
         raise ReviewFileError(path, "line 2: front matter must be a mapping of keys (title: ...)")
     repeated = duplicate_keys(node, offset=1)  # +1: line numbers count the opening '---'
