@@ -31,6 +31,8 @@ SUPPRESSED = (
     Subscriber.COMPLAINED,
 )
 CSV_COLUMNS = ("email", "name", "digests", "status", "created_at")
+# What an imported row may say in its optional `status` column (an export writes it).
+IMPORT_STATUSES = (Subscriber.ACTIVE, Subscriber.PENDING, *SUPPRESSED)
 
 
 class InvalidAddress(ValueError):
@@ -105,10 +107,13 @@ class ImportReport:
     added: int = 0
     merged: int = 0
     suppressed_kept: int = 0
+    suppressed_by_import: int = 0
     errors: list[str] = field(default_factory=list)
 
     def summary(self) -> str:
         text = f"{self.added} added, {self.merged} merged into existing subscribers"
+        if self.suppressed_by_import:
+            text += f", {self.suppressed_by_import} marked unsubscribed, removed or bounced in the file (not mailed)"
         if self.suppressed_kept:
             text += f", {self.suppressed_kept} left suppressed (unsubscribed, removed or bounced)"
         if self.errors:
@@ -124,7 +129,11 @@ def import_csv(
     known_digests: set[str],
 ) -> ImportReport:
     """Import rows of `email,name,digests` (digests separated by ';'). Bad rows are
-    reported with their line number and skipped; the good rows are imported."""
+    reported with their line number and skipped; the good rows are imported.
+
+    The optional `status` and `created_at` columns (as `export_csv` writes them) are
+    honoured, so an export imported elsewhere keeps its suppressed addresses suppressed:
+    a row marked unsubscribed, removed, bounced or complained is never mailed."""
     report = ImportReport()
     reader = csv.DictReader(handle)
     if reader.fieldnames is None or "email" not in [f.strip().lower() for f in reader.fieldnames]:
@@ -137,9 +146,15 @@ def import_csv(
             d.strip() for d in row.get("digests", "").replace(",", ";").split(";") if d.strip()
         ]
         unknown = sorted(set(digests) - known_digests)
+        status = row.get("status", "").lower() or Subscriber.ACTIVE
         try:
             if unknown:
                 raise InvalidAddress(f"unknown digest(s) {', '.join(unknown)}")
+            if status not in IMPORT_STATUSES:
+                raise InvalidAddress(
+                    f"unknown status {status!r} (expected one of {', '.join(IMPORT_STATUSES)})"
+                )
+            created_at = _timestamp(row.get("created_at", ""))
             with session.begin_nested():
                 result = add(
                     session,
@@ -148,6 +163,17 @@ def import_csv(
                     digests or default_digests,
                     reactivate=False,
                 )
+                subscriber = result.subscriber
+                was_suppressed = subscriber.status in SUPPRESSED
+                if result.created and created_at is not None:
+                    subscriber.created_at = created_at
+                if (result.created and status != Subscriber.ACTIVE) or (
+                    status in SUPPRESSED and not was_suppressed
+                ):
+                    subscriber.status = status
+                    subscriber.status_reason = f"{status} according to {source}"
+                    subscriber.status_changed_at = datetime.now(UTC)
+                session.flush()
         except InvalidAddress as exc:
             report.errors.append(f"{source}: line {line}: {exc}")
             continue
@@ -155,9 +181,23 @@ def import_csv(
             report.added += 1
         else:
             report.merged += 1
-            if result.subscriber.status in SUPPRESSED:
+            if was_suppressed:
                 report.suppressed_kept += 1
+        if status in SUPPRESSED and not was_suppressed:
+            report.suppressed_by_import += 1
     return report
+
+
+def _timestamp(value: str) -> datetime | None:
+    if not value:
+        return None
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        raise InvalidAddress(
+            f"created_at {value!r} is not a date such as 2026-11-20T09:00:00+00:00"
+        ) from None
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 def export_rows(session: Session) -> Iterator[dict[str, str]]:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import html
 import logging
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -116,20 +116,36 @@ def render_issue(
     config: Config, digest: DigestConfig, number: int, selection: Selection | None, when: datetime
 ) -> RenderedIssue:
     env = environment(config)
+    # Subject and preheader are plain text: escaping them here would put '&amp;' in the
+    # Subject header, and escape the preheader twice once the MJML template inserts it.
+    plain = env.overlay(autoescape=False)
     values = context(config, digest, number, selection, when)
+    if selection is None:
+        # An empty issue (send_when_empty): `featured.title` in a subject renders as
+        # nothing instead of failing, and `{% if featured %}` is false.
+        values["featured"] = jinja2.ChainableUndefined(name="featured")
+    where = f"in {config.path}, digests: {digest.name}"
+    subject = _one_line(
+        _render(lambda: plain.from_string(digest.subject), values, f"subject ({where})")
+    )
+    if selection is None:
+        subject = subject.rstrip(" :;,-–—·|")
+    preheader = _one_line(
+        _render(lambda: plain.from_string(digest.preheader), values, f"preheader ({where})")
+    )
+    values["preheader"] = preheader
+    looked = ", ".join(str(folder) for folder in config.template_dirs())
+    mjml_source = _render(
+        lambda: env.get_template(digest.template), values, digest.template, looked
+    )
+    text = _render(
+        lambda: env.get_template(digest.text_template), values, digest.text_template, looked
+    )
     try:
-        subject = _one_line(env.from_string(digest.subject).render(values))
-        preheader = _one_line(env.from_string(digest.preheader).render(values))
-        values["preheader"] = preheader
-        mjml_source = env.get_template(digest.template).render(values)
-        text = env.get_template(digest.text_template).render(values)
-    except jinja2.TemplateSyntaxError as exc:
-        raise TemplateError(
-            f"{exc.filename or 'template'}, line {exc.lineno}: {exc.message}"
-        ) from None
-    except jinja2.TemplateError as exc:
-        raise TemplateError(f"digest {digest.name!r}: {exc}") from None
-    compiled = mjml2html(mjml_source)
+        compiled = mjml2html(mjml_source)
+    except ValueError as exc:
+        path = env.get_template(digest.template).filename or digest.template
+        raise TemplateError(f"{path}: the MJML it produces cannot be compiled: {exc}") from None
     size = len(compiled.encode("utf-8"))
     if size > GMAIL_CLIP_BYTES:
         log.warning(
@@ -140,6 +156,39 @@ def render_issue(
     return RenderedIssue(
         subject=subject, preheader=preheader, html=compiled, text=text.strip() + "\n"
     )
+
+
+def _render(
+    load: Callable[[], jinja2.Template], values: dict[str, Any], label: str, looked: str = ""
+) -> str:
+    """Load and render one of the editor's templates; any error names the file and line."""
+    try:
+        return load().render(values)
+    except jinja2.TemplateSyntaxError as exc:
+        raise TemplateError(f"{exc.filename or label}, line {exc.lineno}: {exc.message}") from None
+    except jinja2.TemplateNotFound as exc:
+        raise TemplateError(f"template {exc.name!r} not found (looked in {looked})") from None
+    except Exception as exc:  # an unknown variable, a bad filter argument, ...
+        filename, line = _template_frame(exc)
+        where = f"{filename or label}, line {line}" if line else (filename or label)
+        message = exc.message if isinstance(exc, jinja2.TemplateError) else None
+        raise TemplateError(f"{where}: {message or f'{type(exc).__name__}: {exc}'}") from None
+
+
+def _template_frame(exc: BaseException) -> tuple[str | None, int | None]:
+    """The template file (None for a template given as a string) and line that failed.
+
+    Jinja rewrites tracebacks so that template frames carry the template's file name and
+    line; the innermost one (an included template, say) is where the error is.
+    """
+    found: tuple[str | None, int | None] = (None, None)
+    frame = exc.__traceback__
+    while frame is not None:
+        filename = frame.tb_frame.f_code.co_filename
+        if not filename.endswith(".py"):
+            found = (None if filename == "<template>" else filename, frame.tb_lineno)
+        frame = frame.tb_next
+    return found
 
 
 def _one_line(text: str) -> str:
