@@ -2,7 +2,13 @@
 
 from syndicate.delivery.ledger import IssueBusy, Sender, SendReport
 from syndicate.delivery.message import Letter, Outcome, Recipient, build_message
-from syndicate.delivery.transports import OutboxTransport, SmtpTransport, Transport, open_transport
+from syndicate.delivery.transports import (
+    OutboxTransport,
+    SmtpTransport,
+    Transport,
+    TransportUnavailable,
+    open_transport,
+)
 
 __all__ = [
     "IssueBusy",
@@ -14,6 +20,7 @@ __all__ = [
     "Sender",
     "SmtpTransport",
     "Transport",
+    "TransportUnavailable",
     "build_message",
     "open_transport",
 ]

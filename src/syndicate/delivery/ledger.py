@@ -3,8 +3,11 @@
 Each batch is recorded as SENDING (committed) before the transport is called, and as
 SENT or failed after. A process that dies between the two leaves rows in SENDING; the
 next send marks them UNKNOWN and does not retry them, so nobody gets the issue twice
-(at most one batch, `delivery.batch_size` messages, is in that window). Only one sender
-works on an issue at a time: it claims the issue row with a lease first.
+(at most one batch, `delivery.batch_size` messages, is in that window). A transport that
+raises in the middle of a batch is treated the same way, and the send stops. A transport
+that cannot send at all (TransportUnavailable: no connection, login refused) has sent
+nothing, so its batch is put back as it was and the send stops with that error.
+Only one sender works on an issue at a time: it claims the issue row with a lease first.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ from sqlalchemy.orm import Session
 
 from syndicate.config import Config, secret
 from syndicate.delivery.message import Letter, Recipient
-from syndicate.delivery.transports import Transport
+from syndicate.delivery.transports import Transport, TransportUnavailable
 from syndicate.digest.render import RenderedIssue
 from syndicate.store import Delivery, DigestIssue, Store, Subscriber, Subscription
 from syndicate.tokens import make_token
@@ -28,6 +31,9 @@ from syndicate.tokens import make_token
 log = logging.getLogger(__name__)
 
 LEASE = timedelta(minutes=10)
+# What a batch's rows were before it was recorded as SENDING: (status, attempts, attempted_at),
+# or None for a row the batch created.
+Previous = dict[int, tuple[str, int, datetime] | None]
 DONE = (Delivery.SENT, Delivery.FAILED, Delivery.UNKNOWN, Delivery.SENDING)
 
 
@@ -129,12 +135,17 @@ class Sender:
             issue = session.get_one(DigestIssue, issue_id)
             report = SendReport(issue.digest, issue.number)
             self._claim(session, issue, now)
-            report.unknown = self._settle_interrupted(session, issue)
             rendered = RenderedIssue(issue.subject, issue.preheader, issue.html, issue.text)
             letter = letter_for(self.config, issue.digest, issue.number, rendered)
         try:
-            for batch in self._batches(issue_id):
-                self._send_batch(issue_id, letter, batch, report)
+            # We hold the claim, so SENDING rows belong to a sender that died mid-batch.
+            report.unknown = self._settle_sending(
+                issue_id,
+                "the sending process stopped before the transport answered; "
+                "not resent, to avoid a duplicate",
+            )
+            for batch, previous in self._batches(issue_id):
+                self._send_batch(issue_id, letter, batch, previous, report)
                 if progress:
                     progress(len(batch))
             self._finish(issue_id, report)
@@ -162,20 +173,7 @@ class Sender:
                 f"try again when it has finished (its claim lapses after {LEASE})"
             )
 
-    def _settle_interrupted(self, session: Session, issue: DigestIssue) -> int:
-        # We hold the claim, so SENDING rows belong to a sender that died mid-batch.
-        return session.execute(
-            update(Delivery)
-            .where(Delivery.issue_id == issue.id, Delivery.status == Delivery.SENDING)
-            .values(
-                status=Delivery.UNKNOWN,
-                error="the sending process stopped before the transport answered; "
-                "not resent, to avoid a duplicate",
-            )
-            .execution_options(synchronize_session=False)
-        ).rowcount
-
-    def _batches(self, issue_id: int) -> Iterator[list[Recipient]]:
+    def _batches(self, issue_id: int) -> Iterator[tuple[list[Recipient], Previous]]:
         size = self.config.delivery.batch_size
         last_id = 0
         while True:
@@ -194,10 +192,12 @@ class Sender:
                 recipients = [
                     recipient_for(self.config, s, self.secret, name_fallback) for s in subscribers
                 ]
-                self._record_sending(session, issue_id, recipients)
-            yield recipients
+                previous = self._record_sending(session, issue_id, recipients)
+            yield recipients, previous
 
-    def _record_sending(self, session: Session, issue_id: int, recipients: list[Recipient]) -> None:
+    def _record_sending(
+        self, session: Session, issue_id: int, recipients: list[Recipient]
+    ) -> Previous:
         now = datetime.now(UTC)
         ids = [r.subscriber_id for r in recipients]
         retries = {
@@ -208,13 +208,16 @@ class Sender:
                 )
             )
         }
+        previous: Previous = {}
         for subscriber_id in ids:
             row = retries.get(subscriber_id)
             if row is None:
+                previous[subscriber_id] = None
                 session.add(
                     Delivery(issue_id=issue_id, subscriber_id=subscriber_id, attempted_at=now)
                 )
             else:
+                previous[subscriber_id] = (row.status, row.attempts, row.attempted_at)
                 row.status, row.attempts, row.attempted_at = Delivery.SENDING, row.attempts + 1, now
         session.execute(
             update(DigestIssue)
@@ -222,18 +225,32 @@ class Sender:
             .values(claimed_until=now + LEASE)
             .execution_options(synchronize_session=False)
         )
+        return previous
 
     def _send_batch(
-        self, issue_id: int, letter: Letter, recipients: list[Recipient], report: SendReport
+        self,
+        issue_id: int,
+        letter: Letter,
+        recipients: list[Recipient],
+        previous: Previous,
+        report: SendReport,
     ) -> None:
         try:
             outcomes = {o.subscriber_id: o for o in self.transport.send(letter, recipients)}
-        except Exception as exc:  # the transport failed as a whole: nothing in the batch went
-            log.exception("transport %s failed for a batch", self.transport.name)
-            outcomes = {}
-            error = f"{type(exc).__name__}: {exc}"
-        else:
-            error = "the transport gave no outcome for this recipient"
+        except TransportUnavailable:
+            self._put_back(issue_id, previous)
+            raise
+        except Exception as exc:
+            # Part of the batch may have gone before the transport failed: resending could
+            # send it twice, so the batch is left UNKNOWN, like a crash, and the send stops.
+            log.exception("transport %s failed in the middle of a batch", self.transport.name)
+            self._settle_sending(
+                issue_id,
+                f"the transport failed during the send ({type(exc).__name__}: {exc}); "
+                "may have been sent, so not resent",
+            )
+            raise
+        error = "the transport gave no outcome for this recipient"
         now = datetime.now(UTC)
         with self.store.session() as session:
             rows = session.scalars(
@@ -260,6 +277,30 @@ class Sender:
                     report.deferred += 1
                 report.errors.append(f"{emails[row.subscriber_id]}: {row.error}")
                 log.warning("delivery to %s failed: %s", emails[row.subscriber_id], row.error)
+
+    def _put_back(self, issue_id: int, previous: Previous) -> None:
+        """Undo `_record_sending` for a batch of which nothing was sent."""
+        with self.store.session() as session:
+            rows = session.scalars(
+                select(Delivery).where(
+                    Delivery.issue_id == issue_id, Delivery.subscriber_id.in_(list(previous))
+                )
+            ).all()
+            for row in rows:
+                before = previous[row.subscriber_id]
+                if before is None:
+                    session.delete(row)
+                else:
+                    row.status, row.attempts, row.attempted_at = before
+
+    def _settle_sending(self, issue_id: int, error: str) -> int:
+        with self.store.session() as session:
+            return session.execute(
+                update(Delivery)
+                .where(Delivery.issue_id == issue_id, Delivery.status == Delivery.SENDING)
+                .values(status=Delivery.UNKNOWN, error=error)
+                .execution_options(synchronize_session=False)
+            ).rowcount
 
     def _finish(self, issue_id: int, report: SendReport) -> None:
         with self.store.session() as session:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -51,14 +52,25 @@ class Outcome:
     permanent: bool = False
 
 
+# Line breaks and other control characters in a header value could start a new header.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f\u2028\u2029]+")
+
+
+def header_text(value: str) -> str:
+    """`value` as one header-safe line: control characters become spaces."""
+    return " ".join(_CONTROL.sub(" ", value).split())
+
+
 def build_message(
     letter: Letter, recipient: Recipient, now: datetime | None = None
 ) -> EmailMessage:
     """One RFC 5322 message: text/plain first, text/html second, one-click unsubscribe."""
     message = EmailMessage()
-    message["From"] = Address(letter.sender_name, addr_spec=letter.sender_email)
-    message["To"] = Address(recipient.name, addr_spec=recipient.email)
-    message["Subject"] = personalise(letter.subject, recipient.values, escape=False)
+    # Header values come from subscribers (names) and editors: each is made one line, so
+    # a name such as "Ann\r\nBcc: x@example.com" stays a name and cannot add a header.
+    message["From"] = Address(header_text(letter.sender_name), addr_spec=letter.sender_email)
+    message["To"] = Address(header_text(recipient.name), addr_spec=recipient.email)
+    message["Subject"] = header_text(personalise(letter.subject, recipient.values, escape=False))
     message["Date"] = format_datetime(now or datetime.now(UTC))
     message["Message-ID"] = make_msgid(
         idstring=f"{letter.tag}.{recipient.subscriber_id}", domain=letter.domain

@@ -22,12 +22,26 @@ from syndicate.output import write_if_changed
 log = logging.getLogger(__name__)
 
 
+class TransportUnavailable(Exception):
+    """The transport cannot send at all (no connection, TLS or login refused).
+
+    Raised by `send` only when nothing in the batch was handed over, so the batch can be
+    put back as unsent and the send stopped until the problem is fixed.
+    """
+
+
 class Transport(Protocol):
     name: str
 
     def send(self, letter: Letter, recipients: Sequence[Recipient]) -> list[Outcome]: ...
 
     def close(self) -> None: ...
+
+
+def _unbuildable(recipient: Recipient, exc: Exception) -> Outcome:
+    return Outcome(
+        recipient.subscriber_id, False, error=f"cannot build the message: {exc}", permanent=True
+    )
 
 
 class OutboxTransport:
@@ -44,9 +58,14 @@ class OutboxTransport:
     def send(self, letter: Letter, recipients: Sequence[Recipient]) -> list[Outcome]:
         outcomes = []
         for recipient in recipients:
-            message = build_message(letter, recipient)
             try:
-                write_if_changed(self.path_for(letter, recipient), message.as_bytes())
+                message = build_message(letter, recipient)
+                data = message.as_bytes()
+            except (ValueError, TypeError, LookupError) as exc:
+                outcomes.append(_unbuildable(recipient, exc))
+                continue
+            try:
+                write_if_changed(self.path_for(letter, recipient), data)
             except OSError as exc:
                 outcomes.append(Outcome(recipient.subscriber_id, False, error=str(exc)))
                 continue
@@ -58,7 +77,13 @@ class OutboxTransport:
 
 
 class SmtpTransport:
-    """Sends through an SMTP server, one connection per batch, STARTTLS or SSL."""
+    """Sends through an SMTP server over one connection, STARTTLS or SSL.
+
+    Certificates are checked against the system's CA store (or the bundle named by the
+    SSL_CERT_FILE environment variable). A server that cannot be reached, a certificate
+    that is not trusted, or a refused login raise TransportUnavailable before anything is
+    sent; a refused recipient is that recipient's outcome (5xx permanent, 4xx retried).
+    """
 
     name = "smtp"
 
@@ -77,33 +102,90 @@ class SmtpTransport:
         )
         self._client: smtplib.SMTP | None = None
 
+    @property
+    def server(self) -> str:
+        return f"{self.settings.host}:{self.settings.port}"
+
     def _connect(self) -> smtplib.SMTP:
         s = self.settings
-        client: smtplib.SMTP
-        if s.security == "ssl":
-            client = smtplib.SMTP_SSL(s.host, s.port, timeout=s.timeout, context=self.ssl_context)
-        else:
-            client = smtplib.SMTP(s.host, s.port, timeout=s.timeout)
-            if s.security == "starttls":
-                client.starttls(context=self.ssl_context)
-        if self.username and self.password:
-            client.login(self.username, self.password)
-        return client
+        client: smtplib.SMTP | None = None
+        try:
+            if s.security == "ssl":
+                client = smtplib.SMTP_SSL(
+                    s.host, s.port, timeout=s.timeout, context=self.ssl_context
+                )
+            else:
+                client = smtplib.SMTP(s.host, s.port, timeout=s.timeout)
+                if s.security == "starttls":
+                    client.starttls(context=self.ssl_context)
+            if self.username and self.password:
+                client.login(self.username, self.password)
+            return client
+        except Exception as exc:
+            if client is not None:
+                with contextlib.suppress(smtplib.SMTPException, OSError):
+                    client.close()
+            raise TransportUnavailable(self._explain(exc)) from exc
+
+    def _explain(self, exc: Exception) -> str:
+        s = self.settings
+        if isinstance(exc, ssl.SSLCertVerificationError):
+            return (
+                f"the SMTP server {self.server} presented a certificate that is not trusted "
+                f"({exc.verify_message}); use a certificate from a trusted authority, or "
+                f"point SSL_CERT_FILE at the CA bundle that signed it"
+            )
+        if isinstance(exc, smtplib.SMTPAuthenticationError):
+            reply = exc.smtp_error.decode(errors="replace")
+            return (
+                f"the SMTP server {self.server} refused the login "
+                f"(SMTP {exc.smtp_code}: {reply}); check the user name in "
+                f"{s.username_env} and the password in {s.password_env}"
+            )
+        if isinstance(exc, smtplib.SMTPNotSupportedError):
+            return f"the SMTP server {self.server} cannot do what delivery.smtp asks for: {exc}"
+        if isinstance(exc, smtplib.SMTPResponseException):
+            reply = exc.smtp_error.decode(errors="replace")
+            return (
+                f"the SMTP server {self.server} refused the session: SMTP {exc.smtp_code}: {reply}"
+            )
+        return f"cannot connect to the SMTP server {self.server}: {exc}"
 
     def send(self, letter: Letter, recipients: Sequence[Recipient]) -> list[Outcome]:
         outcomes: list[Outcome] = []
-        for recipient in recipients:
-            message = build_message(letter, recipient)
-            outcomes.append(self._send_one(message, recipient))
+        for index, recipient in enumerate(recipients):
+            try:
+                message = build_message(letter, recipient)
+            except (ValueError, TypeError, LookupError) as exc:
+                outcomes.append(_unbuildable(recipient, exc))
+                continue
+            try:
+                outcomes.append(self._send_one(message, recipient))
+            except TransportUnavailable as exc:
+                if not any(o.ok for o in outcomes):
+                    raise  # nothing handed over: the batch can be put back as unsent
+                # Some of the batch went: the rest are not tried now, but retried later.
+                outcomes += [
+                    Outcome(r.subscriber_id, False, error=str(exc)) for r in recipients[index:]
+                ]
+                break
         return outcomes
 
     def _send_one(self, message: EmailMessage, recipient: Recipient) -> Outcome:
         for attempt in (1, 2):
+            if self._client is None:
+                self._client = self._connect()
             try:
-                if self._client is None:
-                    self._client = self._connect()
                 self._client.send_message(message, to_addrs=[recipient.email])
                 return Outcome(recipient.subscriber_id, True, message["Message-ID"])
+            except smtplib.SMTPSenderRefused as exc:
+                # Not about this recipient: the server will take nothing from us (for
+                # example it wants a login the config does not give).
+                reply = exc.smtp_error.decode(errors="replace")
+                raise TransportUnavailable(
+                    f"the SMTP server {self.server} refused the sender {exc.sender} "
+                    f"(SMTP {exc.smtp_code}: {reply})"
+                ) from exc
             except smtplib.SMTPRecipientsRefused as exc:
                 code, reply = next(iter(exc.recipients.values()))
                 return Outcome(
@@ -119,15 +201,19 @@ class SmtpTransport:
                     error=f"SMTP {exc.smtp_code}: {exc.smtp_error.decode(errors='replace')}",
                     permanent=exc.smtp_code >= 500,
                 )
-            except (smtplib.SMTPServerDisconnected, ConnectionError, TimeoutError, OSError) as exc:
-                # The connection went away: reconnect once, then report a temporary failure.
-                self.close()
-                if attempt == 2:
-                    return Outcome(
-                        recipient.subscriber_id,
-                        False,
-                        error=f"SMTP connection to {self.settings.host}:{self.settings.port} failed: {exc}",
-                    )
+            except smtplib.SMTPServerDisconnected as exc:
+                lost: Exception = exc
+            except smtplib.SMTPException as exc:
+                # e.g. an address that needs SMTPUTF8 when the server does not offer it.
+                return Outcome(recipient.subscriber_id, False, error=str(exc), permanent=True)
+            except OSError as exc:  # after SMTPException, which is an OSError too
+                lost = exc
+            # The connection went away (servers close idle ones): reconnect once.
+            self.close()
+            if attempt == 2:
+                raise TransportUnavailable(
+                    f"the connection to the SMTP server {self.server} was lost: {lost}"
+                ) from lost
         raise AssertionError("unreachable")
 
     def close(self) -> None:
