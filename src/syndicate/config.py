@@ -171,12 +171,30 @@ class SmtpConfig(Section):
     timeout: float = Field(default=30, gt=0)
 
 
+class SendGridConfig(Section):
+    api_key_env: EnvName = "SENDGRID_API_KEY"
+    # SendGrid's API; https://api.eu.sendgrid.com for EU data residency; a local server in tests.
+    base_url: AbsoluteUrl = "https://api.sendgrid.com"
+    sandbox: bool = False  # SendGrid validates each request but delivers nothing
+    concurrency: int = Field(default=4, ge=1, le=32)  # requests in flight at once
+    categories: list[Annotated[str, Field(min_length=1, max_length=255)]] = Field(
+        default_factory=list, max_length=10
+    )
+    timeout: float = Field(default=30, gt=0)  # seconds per request
+    # Server errors and dropped connections are retried with capped exponential backoff.
+    retries: int = Field(default=5, ge=0, le=20)
+    max_backoff: float = Field(default=60, gt=0)  # seconds between two retries at most
+    # The Event Webhook's verification key (Mail Settings > Event Webhook > Signed Event Webhook).
+    webhook_public_key_env: EnvName = "SENDGRID_WEBHOOK_PUBLIC_KEY"
+
+
 class DeliveryConfig(Section):
-    transport: Literal["outbox", "smtp"] = "outbox"
+    transport: Literal["outbox", "smtp", "sendgrid"] = "outbox"
     sender: Person = Field(alias="from")
     reply_to: str | None = None
     outbox: Path = Path("var/outbox")
     smtp: SmtpConfig = SmtpConfig()
+    sendgrid: SendGridConfig = SendGridConfig()
     # Optional mailto: address offered in List-Unsubscribe beside the one-click URL.
     unsubscribe_mailto: str | None = None
     batch_size: int = Field(default=100, ge=1, le=1000)
