@@ -10,10 +10,19 @@ from datetime import UTC, datetime
 import click
 
 from syndicate import __version__, feeds, pipeline, sources
-from syndicate.cli.app import App, friendly_errors, pass_app, setup_logging, show_path
+from syndicate.cli.app import (
+    App,
+    friendly_errors,
+    pass_app,
+    setup_logging,
+    show_path,
+    show_url,
+)
 from syndicate.cli.digest import digest
 from syndicate.cli.init import init
 from syndicate.cli.subscribers import subscribers
+from syndicate.config import secret
+from syndicate.delivery import open_transport
 from syndicate.schedule.runner import next_runs, run_forever
 from syndicate.store.database import current_revision
 
@@ -47,7 +56,7 @@ def check(app: App) -> None:
     config = app.config
     click.echo(f"{show_path(config.path)} is valid.")
     click.echo(f"  site:      {config.site.title} <{config.site.url}>")
-    click.echo(f"  database:  {config.database_url}")
+    click.echo(f"  database:  {show_url(config.database_url)}")
     for source in config.sources:
         folder = config.resolve(source.path)
         state = "" if folder.is_dir() else "  (folder not found!)"
@@ -111,6 +120,11 @@ def run(app: App, once: bool) -> None:
     if not once:
         if logging.getLogger().level > logging.INFO:
             logging.getLogger().setLevel(logging.INFO)
+        if config.schedules.digests:
+            # A digest job without its secrets would fail on its first run, days from now.
+            with friendly_errors():
+                secret(config.site.secret_env, "key that signs unsubscribe links")
+                open_transport(config).close()
         with app.store():  # applies migrations before the scheduler touches the database
             pass
         click.echo(f"syndicate: scheduler running with {show_path(config.path)}; Ctrl-C stops it.")

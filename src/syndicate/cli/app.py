@@ -10,6 +10,9 @@ from functools import cached_property
 from pathlib import Path
 
 import click
+from alembic.util import CommandError as AlembicError
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 
 from syndicate import config as configuration
 from syndicate.config import Config, ConfigError, MissingSecret, UnknownDigest
@@ -30,7 +33,16 @@ class App:
 
     @contextmanager
     def store(self) -> Iterator[Store]:
-        store = Store(self.config.database_url)
+        url = self.config.database_url
+        try:
+            store = Store(url)
+        except (SQLAlchemyError, ImportError, AlembicError) as exc:
+            # A server that is down, a mistyped URL or a missing driver: the operator's to fix.
+            reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
+            raise click.ClickException(
+                f"cannot open the database {show_url(url)} (database.url in "
+                f"{show_path(self.config.path)}): {reason}"
+            ) from None
         try:
             yield store
         finally:
@@ -83,6 +95,14 @@ def friendly_errors() -> Iterator[None]:
         yield
     except (MissingSecret, TemplateError, UnknownDigest) as exc:
         raise click.ClickException(str(exc)) from None
+
+
+def show_url(url: str) -> str:
+    """A database URL with any password masked."""
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except ArgumentError:
+        return url
 
 
 def show_path(path: Path) -> str:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import re
 import shutil
+from datetime import UTC, datetime
 from pathlib import Path
 
 import click
@@ -41,7 +43,11 @@ def init(directory: Path, force: bool) -> None:
         )
     for source, target in plan.items():
         target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(source, target)
+        if source.parent.name == "reviews":
+            # Dated today, so the new site's first digest has it to send.
+            target.write_text(_published_now(source.read_text(encoding="utf-8")), "utf-8")
+        else:
+            shutil.copyfile(source, target)
         click.echo(f"  created {show_path(target)}")
     (directory / "var").mkdir(exist_ok=True)
     click.echo(
@@ -49,5 +55,11 @@ def init(directory: Path, force: bool) -> None:
         f"  cd {show_path(directory)}\n"
         f"  export SYNDICATE_SECRET=$(python3 -c 'import secrets; print(secrets.token_urlsafe(32))')\n"
         f"  syndicate check\n"
+        f"  syndicate subscribers import subscribers.csv\n"
         f"  syndicate run --once"
     )
+
+
+def _published_now(text: str) -> str:
+    now = datetime.now(UTC).replace(microsecond=0).isoformat()
+    return re.sub(r"(?m)^published:.*$", f"published: {now}", text, count=1)

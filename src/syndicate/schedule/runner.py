@@ -15,6 +15,7 @@ from typing import Any
 
 from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
 from apscheduler.schedulers.background import BackgroundScheduler
+from apscheduler.triggers.base import BaseTrigger
 
 from syndicate.config import Config, JobSchedule
 from syndicate.schedule.triggers import next_run, trigger
@@ -71,17 +72,33 @@ def build_scheduler(config: Config, **scheduler_options: Any) -> BackgroundSched
     return scheduler
 
 
+def _timing(job_trigger: BaseTrigger) -> tuple[str, str]:
+    # str() gives the cron fields or the interval, without an interval's start time.
+    return str(job_trigger), str(getattr(job_trigger, "timezone", None))
+
+
 def sync_jobs(scheduler: BackgroundScheduler, config: Config) -> None:
-    """Make the persistent job store match the YAML: add or update jobs, drop removed ones."""
+    """Make the persistent job store match the YAML: add or update jobs, drop removed ones.
+
+    A job whose timing did not change keeps its stored next run time, so a run that fell
+    due while syndicate was stopped still happens (once, within the misfire grace time).
+    """
     wanted = planned_jobs(config)
+    stored = {job.id: job for job in scheduler.get_jobs()}
     for job in wanted:
+        new_trigger = trigger(job.schedule, config.timezone)
+        options: dict[str, Any] = {}
+        old = stored.get(job.id)
+        if old is not None and old.next_run_time and _timing(old.trigger) == _timing(new_trigger):
+            options["next_run_time"] = old.next_run_time
         scheduler.add_job(
             job.func,
-            trigger(job.schedule, config.timezone),
+            new_trigger,
             args=job.args,
             id=job.id,
             name=job.id,
             replace_existing=True,
+            **options,
         )
     for stale in scheduler.get_jobs():
         if stale.id not in {job.id for job in wanted}:

@@ -22,6 +22,12 @@ def trigger(schedule: JobSchedule, default_zone: ZoneInfo) -> BaseTrigger:
 
 
 def next_run(schedule: JobSchedule, default_zone: ZoneInfo, now: datetime) -> datetime | None:
+    """When the job would first run if the scheduler started at `now`, in its zone."""
+    if schedule.interval is not None:
+        # An interval job first runs one interval after the start (the trigger itself
+        # would count from the real clock, not from `now`).
+        zone = ZoneInfo(schedule.timezone) if schedule.timezone else default_zone
+        return (now + schedule.interval).astimezone(zone)
     return trigger(schedule, default_zone).get_next_fire_time(None, now)
 
 
