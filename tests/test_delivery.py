@@ -7,6 +7,7 @@ import email
 import email.policy
 import re
 import signal
+import socket
 import subprocess
 import sys
 from collections.abc import Sequence
@@ -19,6 +20,7 @@ import pytest
 import yaml
 from sqlalchemy import select, update
 
+from syndicate import digest as digests
 from syndicate import pipeline
 from syndicate.delivery import Letter, OutboxTransport, Outcome, Recipient
 from syndicate.store import Delivery, DigestIssue, Store, Subscriber
@@ -389,17 +391,10 @@ def test_a_send_killed_mid_batch_is_finished_without_resending(site: Site) -> No
         order[3]: Delivery.SENDING,
     }
 
-    # Its claim on the issue has not lapsed yet: another send is told, and does nothing.
-    busy = site.cli("digest", "send", "weekly", ok=False)
-    assert "being sent by another process" in busy.output
-    assert outbox(site) == before
-
-    with Store(site.config.database_url) as store, store.session() as session:
-        session.execute(  # ten minutes later: the lease has run out
-            update(DigestIssue).values(claimed_until=datetime.now(UTC) - timedelta(seconds=1))
-        )
+    # Its claim names its host and process: a rerun here sees it is gone and takes over.
     result = site.cli("digest", "send", "weekly")
     assert "2 sent, 0 failed" in result.output
+    assert "took over from a sender that stopped" in result.output
     assert "2 left unknown by an interrupted send (not resent)" in result.output
     assert "(complete)" in result.output
 
@@ -409,6 +404,31 @@ def test_a_send_killed_mid_batch_is_finished_without_resending(site: Site) -> No
     status = site.cli("digest", "status", "weekly").output
     assert re.search(r"#1 .* sent .*4 sent, 2 unknown", status)
     assert "2 x the sending process stopped before the transport answered" in status
+
+
+def test_a_claim_held_by_a_live_process_is_respected_until_it_dies(site: Site) -> None:
+    site.cli("gather")
+    site.cli("subscribers", "import", "subscribers.csv", "--digest", "weekly")
+    site.cli("digest", "preview", "weekly")  # nothing recorded yet
+    holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        with Store(site.config.database_url) as store, store.session() as session:
+            config = site.config
+            issue = digests.issue_to_send(
+                config, session, config.digest("weekly"), datetime.now(UTC)
+            )
+            assert issue is not None
+            issue.claimed_by = f"{socket.gethostname()[:60]}:{holder.pid}:abc"
+            issue.claimed_until = datetime.now(UTC) + timedelta(minutes=10)
+        busy = site.cli("digest", "send", "weekly", ok=False)
+        assert f"being sent by process {holder.pid}" in busy.output
+        assert outbox(site) == {}
+    finally:
+        holder.kill()
+        holder.wait()
+    result = site.cli("digest", "send", "weekly")
+    assert "took over from a sender that stopped" in result.output
+    assert len(outbox(site)) == 6
 
 
 class FailsAfter(OutboxTransport):
@@ -468,7 +488,7 @@ def test_a_second_send_while_one_is_running_is_refused_clearly(newsletter: Site)
         outcome = pipeline.send_digest(config, store, "weekly", transport)
 
     assert transport.second is not None
-    assert "issue 1 of weekly is being sent by another process" in transport.second
+    assert "issue 1 of weekly is being sent by process" in transport.second
     assert "try again" in transport.second
     assert outcome.report is not None and outcome.report.sent == 6 and outcome.report.complete
     assert {address: len(m) for address, m in inbox(newsletter).items()} == dict.fromkeys(

@@ -197,7 +197,13 @@ class DeliveryConfig(Section):
     sendgrid: SendGridConfig = SendGridConfig()
     # Optional mailto: address offered in List-Unsubscribe beside the one-click URL.
     unsubscribe_mailto: str | None = None
-    batch_size: int = Field(default=100, ge=1, le=1000)
+    # Subscribers per batch; a SendGrid request carries one batch, so at most 1,000.
+    batch_size: int | None = Field(default=None, ge=1, le=1000)
+
+    @property
+    def batch(self) -> int:
+        """The batch size in effect: as set, else 1,000 for SendGrid and 100 otherwise."""
+        return self.batch_size or (1000 if self.transport == "sendgrid" else 100)
 
 
 class ServerConfig(Section):

@@ -2,27 +2,39 @@
 
 Each batch is recorded as SENDING (committed) before the transport is called, and as
 SENT or failed after. A process that dies between the two leaves rows in SENDING; the
-next send marks them UNKNOWN and does not retry them, so nobody gets the issue twice
-(at most one batch, `delivery.batch_size` messages, is in that window). A transport that
-raises in the middle of a batch is treated the same way, and the send stops. A transport
-that cannot send at all (TransportUnavailable: no connection, login refused) has sent
-nothing, so its batch is put back as it was and the send stops with that error.
-Only one sender works on an issue at a time: it claims the issue row with a lease first.
+next send marks them UNKNOWN and does not retry them, so nobody gets the issue twice.
+That at-most-once window is the batches in flight when the process died: at most
+`concurrency` batches of `delivery.batch_size` (a batch is recorded only when a worker is
+free to send it at once, so none waits recorded-but-unsent in a queue).
+
+A transport that raises in the middle of a batch is treated the same way, and the send
+stops. A transport that cannot send at all (TransportUnavailable: no connection, login
+refused) has sent nothing, so its batch is put back as it was and the send stops.
+
+Only one sender works on an issue at a time: it claims the issue row first. The claim
+names its host and process, so a rerun on the same machine takes over at once from a
+sender that was killed; a claim from another machine lapses after LEASE without renewal.
+The ledger is written with bulk statements (one per batch, not one per row): at 1,000
+subscribers a batch, the bookkeeping must cost far less than the request it records.
 """
 
 from __future__ import annotations
 
 import logging
+import os
+import socket
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from typing import Protocol
 
-from sqlalchemy import and_, exists, func, or_, select, update
+from sqlalchemy import and_, bindparam, exists, func, insert, or_, select, update
 from sqlalchemy.orm import Session
 
 from syndicate.config import Config, secret
-from syndicate.delivery.message import Letter, Recipient
+from syndicate.delivery.message import Letter, Outcome, Recipient
 from syndicate.delivery.transports import Transport, TransportUnavailable
 from syndicate.digest.render import RenderedIssue
 from syndicate.store import Delivery, DigestIssue, Store, Subscriber, Subscription
@@ -35,6 +47,8 @@ LEASE = timedelta(minutes=10)
 # or None for a row the batch created.
 Previous = dict[int, tuple[str, int, datetime] | None]
 DONE = (Delivery.SENT, Delivery.FAILED, Delivery.UNKNOWN, Delivery.SENDING)
+MAX_REPORTED_ERRORS = 50  # a report lists this many failures; the status command has them all
+DELIVERIES = Delivery.__table__  # Core statements: executemany, no ORM objects per row
 
 
 class IssueBusy(Exception):
@@ -52,6 +66,10 @@ class SendReport:
     complete: bool = False
     errors: list[str] = field(default_factory=list)
 
+    def note_error(self, error: str) -> None:
+        if len(self.errors) < MAX_REPORTED_ERRORS:
+            self.errors.append(error)
+
     def summary(self) -> str:
         text = f"issue {self.number} of {self.digest}: {self.sent} sent, {self.failed} failed"
         if self.deferred:
@@ -61,7 +79,9 @@ class SendReport:
         return text + (" (complete)" if self.complete else "")
 
 
-def letter_for(config: Config, digest_name: str, number: int, rendered: RenderedIssue) -> Letter:
+def letter_for(
+    config: Config, digest_name: str, number: int, rendered: RenderedIssue, issue_id: int = 0
+) -> Letter:
     digest = config.digest(digest_name)
     host = config.site.host
     return Letter(
@@ -75,11 +95,21 @@ def letter_for(config: Config, digest_name: str, number: int, rendered: Rendered
         tag=f"{digest.name}-{number:04d}",
         domain=host,
         unsubscribe_mailto=config.delivery.unsubscribe_mailto,
+        digest=digest.name,
+        issue_id=issue_id,
     )
 
 
+class Addressee(Protocol):
+    """A subscriber as the ledger reads it: a Subscriber, or a row of those three columns."""
+
+    id: int
+    email: str
+    name: str
+
+
 def recipient_for(
-    config: Config, subscriber: Subscriber, secret_key: str, fallback: str
+    config: Config, subscriber: Addressee, secret_key: str, fallback: str
 ) -> Recipient:
     base = config.public_base_url
     return Recipient(
@@ -113,13 +143,46 @@ def _eligible(issue: DigestIssue):  # type: ignore[no-untyped-def]
     return and_(Subscriber.status == Subscriber.ACTIVE, subscribed, ~settled)
 
 
+@dataclass
+class Batch:
+    recipients: list[Recipient]
+    # What the batch's rows were before it was recorded as SENDING, to undo it.
+    previous: Previous
+
+
+def owner_name() -> str:
+    """Who holds a claim: host and process (so a dead one can be told), plus a nonce."""
+    return f"{socket.gethostname()[:60]}:{os.getpid()}:{uuid.uuid4().hex[:12]}"
+
+
+def died_here(owner: str) -> bool:
+    """True when `owner` was a process on this machine that no longer runs."""
+    host, _, rest = owner.partition(":")
+    pid_text = rest.partition(":")[0]
+    if host != socket.gethostname()[:60] or not pid_text.isdigit():
+        return False
+    pid = int(pid_text)
+    if pid == os.getpid():
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False  # alive, another user's
+    return False
+
+
 class Sender:
     def __init__(self, config: Config, store: Store, transport: Transport) -> None:
         self.config = config
         self.store = store
         self.transport = transport
-        self.owner = uuid.uuid4().hex
+        self.owner = owner_name()
         self.secret = secret(config.site.secret_env, "key that signs unsubscribe links")
+        # A transport says how many batches it can send at once; the default, one, suits
+        # transports that are not thread-safe (an SMTP connection).
+        self.concurrency = max(1, getattr(transport, "concurrency", 1))
 
     def remaining(self, issue_id: int) -> int:
         with self.store.session() as session:
@@ -136,51 +199,106 @@ class Sender:
             report = SendReport(issue.digest, issue.number)
             self._claim(session, issue, now)
             rendered = RenderedIssue(issue.subject, issue.preheader, issue.html, issue.text)
-            letter = letter_for(self.config, issue.digest, issue.number, rendered)
+            letter = letter_for(self.config, issue.digest, issue.number, rendered, issue.id)
         try:
             # We hold the claim, so SENDING rows belong to a sender that died mid-batch.
             report.unknown = self._settle_sending(
                 issue_id,
+                None,
                 "the sending process stopped before the transport answered; "
                 "not resent, to avoid a duplicate",
             )
-            for batch, previous in self._batches(issue_id):
-                self._send_batch(issue_id, letter, batch, previous, report)
-                if progress:
-                    progress(len(batch))
+            self._send_all(issue_id, letter, report, progress)
             self._finish(issue_id, report)
         finally:
             self._release(issue_id)
         return report
 
-    def _claim(self, session: Session, issue: DigestIssue, now: datetime) -> None:
-        claimed = session.execute(
-            update(DigestIssue)
-            .where(
-                DigestIssue.id == issue.id,
-                or_(
-                    DigestIssue.claimed_by.is_(None),
-                    DigestIssue.claimed_until < now,
-                    DigestIssue.claimed_by == self.owner,
-                ),
-            )
-            .values(claimed_by=self.owner, claimed_until=now + LEASE)
-            .execution_options(synchronize_session=False)
-        ).rowcount
-        if claimed != 1:
-            raise IssueBusy(
-                f"issue {issue.number} of {issue.digest} is being sent by another process; "
-                f"try again when it has finished (its claim lapses after {LEASE})"
-            )
+    def _send_all(
+        self,
+        issue_id: int,
+        letter: Letter,
+        report: SendReport,
+        progress: Callable[[int], None] | None,
+    ) -> None:
+        """Keep up to `concurrency` batches in flight; record each outcome as it comes."""
+        batches = self._batches(issue_id)
+        in_flight: dict[Future[list[Outcome]], Batch] = {}
+        failure: BaseException | None = None
+        with ThreadPoolExecutor(self.concurrency, thread_name_prefix="syndicate-send") as pool:
+            while True:
+                # Record the next batch only when a worker can post it at once.
+                if failure is None and len(in_flight) < self.concurrency:
+                    batch = next(batches, None)
+                    if batch is not None:
+                        in_flight[pool.submit(self.transport.send, letter, batch.recipients)] = (
+                            batch
+                        )
+                        continue
+                if not in_flight:
+                    break
+                done, _ = wait(in_flight, return_when=FIRST_COMPLETED)
+                for future in done:
+                    batch = in_flight.pop(future)
+                    try:
+                        outcomes = future.result()
+                    except Exception as exc:
+                        self._transport_failed(issue_id, batch, exc)
+                        failure = failure or exc
+                        continue
+                    self._record_outcomes(issue_id, batch, outcomes, report)
+                    if progress:
+                        progress(len(batch.recipients))
+        if failure is not None:
+            raise failure
 
-    def _batches(self, issue_id: int) -> Iterator[tuple[list[Recipient], Previous]]:
-        size = self.config.delivery.batch_size
+    def _claim(self, session: Session, issue: DigestIssue, now: datetime) -> None:
+        if self._try_claim(session, issue.id, now, dead_owner=None):
+            return
+        holder = session.scalar(select(DigestIssue.claimed_by).where(DigestIssue.id == issue.id))
+        if holder and died_here(holder) and self._try_claim(session, issue.id, now, holder):
+            log.warning(
+                "issue %s of %s: took over from a sender that stopped (%s)",
+                issue.number,
+                issue.digest,
+                holder,
+            )
+            return
+        host, _, rest = (holder or "?:?").partition(":")
+        raise IssueBusy(
+            f"issue {issue.number} of {issue.digest} is being sent by process "
+            f"{rest.partition(':')[0]} on {host}; try again when it has finished "
+            f"(if that process is gone, its claim lapses after {LEASE})"
+        )
+
+    def _try_claim(
+        self, session: Session, issue_id: int, now: datetime, dead_owner: str | None
+    ) -> bool:
+        free = or_(
+            DigestIssue.claimed_by.is_(None),
+            DigestIssue.claimed_until < now,
+            DigestIssue.claimed_by == self.owner,
+        )
+        if dead_owner is not None:
+            free = or_(free, DigestIssue.claimed_by == dead_owner)
+        return (
+            session.execute(
+                update(DigestIssue)
+                .where(DigestIssue.id == issue_id, free)
+                .values(claimed_by=self.owner, claimed_until=now + LEASE)
+                .execution_options(synchronize_session=False)
+            ).rowcount
+            == 1
+        )
+
+    def _batches(self, issue_id: int) -> Iterator[Batch]:
+        size = self.config.delivery.batch
         last_id = 0
         while True:
             with self.store.session() as session:
                 issue = session.get_one(DigestIssue, issue_id)
-                subscribers = session.scalars(
-                    select(Subscriber)
+                subscribers = session.execute(
+                    select(Subscriber.id, Subscriber.email, Subscriber.name)
                     .where(_eligible(issue), Subscriber.id > last_id)
                     .order_by(Subscriber.id)
                     .limit(size)
@@ -193,32 +311,49 @@ class Sender:
                     recipient_for(self.config, s, self.secret, name_fallback) for s in subscribers
                 ]
                 previous = self._record_sending(session, issue_id, recipients)
-            yield recipients, previous
+            yield Batch(recipients, previous)
 
     def _record_sending(
         self, session: Session, issue_id: int, recipients: list[Recipient]
     ) -> Previous:
         now = datetime.now(UTC)
         ids = [r.subscriber_id for r in recipients]
-        retries = {
-            d.subscriber_id: d
-            for d in session.scalars(
-                select(Delivery).where(
-                    Delivery.issue_id == issue_id, Delivery.subscriber_id.in_(ids)
+        previous: Previous = dict.fromkeys(ids)
+        for row in session.execute(
+            select(
+                Delivery.subscriber_id, Delivery.status, Delivery.attempts, Delivery.attempted_at
+            ).where(Delivery.issue_id == issue_id, Delivery.subscriber_id.in_(ids))
+        ):
+            previous[row.subscriber_id] = (row.status, row.attempts, row.attempted_at)
+        fresh = [
+            {
+                "issue_id": issue_id,
+                "subscriber_id": sid,
+                "status": Delivery.SENDING,
+                "attempts": 1,
+                "attempted_at": now,
+                "error": "",
+            }
+            for sid, before in previous.items()
+            if before is None
+        ]
+        if fresh:
+            session.execute(insert(DELIVERIES), fresh)
+        again = [
+            {"sid": sid, "attempts": before[1] + 1}
+            for sid, before in previous.items()
+            if before is not None
+        ]
+        if again:
+            session.execute(
+                update(DELIVERIES)
+                .where(
+                    DELIVERIES.c.issue_id == issue_id,
+                    DELIVERIES.c.subscriber_id == bindparam("sid"),
                 )
+                .values(status=Delivery.SENDING, attempts=bindparam("attempts"), attempted_at=now),
+                again,
             )
-        }
-        previous: Previous = {}
-        for subscriber_id in ids:
-            row = retries.get(subscriber_id)
-            if row is None:
-                previous[subscriber_id] = None
-                session.add(
-                    Delivery(issue_id=issue_id, subscriber_id=subscriber_id, attempted_at=now)
-                )
-            else:
-                previous[subscriber_id] = (row.status, row.attempts, row.attempted_at)
-                row.status, row.attempts, row.attempted_at = Delivery.SENDING, row.attempts + 1, now
         session.execute(
             update(DigestIssue)
             .where(DigestIssue.id == issue_id, DigestIssue.claimed_by == self.owner)
@@ -227,77 +362,114 @@ class Sender:
         )
         return previous
 
-    def _send_batch(
-        self,
-        issue_id: int,
-        letter: Letter,
-        recipients: list[Recipient],
-        previous: Previous,
-        report: SendReport,
+    def _transport_failed(self, issue_id: int, batch: Batch, exc: Exception) -> None:
+        if isinstance(exc, TransportUnavailable):
+            self._put_back(issue_id, batch.previous)
+            return
+        # Part of the batch may have gone before the transport failed: resending could
+        # send it twice, so the batch is left UNKNOWN, like a crash, and the send stops.
+        log.error(
+            "transport %s failed in the middle of a batch: %s: %s",
+            self.transport.name,
+            type(exc).__name__,
+            exc,
+            exc_info=exc,
+        )
+        self._settle_sending(
+            issue_id,
+            [r.subscriber_id for r in batch.recipients],
+            f"the transport failed during the send ({type(exc).__name__}: {exc}); "
+            "may have been sent, so not resent",
+        )
+
+    def _record_outcomes(
+        self, issue_id: int, batch: Batch, outcomes: Sequence[Outcome], report: SendReport
     ) -> None:
-        try:
-            outcomes = {o.subscriber_id: o for o in self.transport.send(letter, recipients)}
-        except TransportUnavailable:
-            self._put_back(issue_id, previous)
-            raise
-        except Exception as exc:
-            # Part of the batch may have gone before the transport failed: resending could
-            # send it twice, so the batch is left UNKNOWN, like a crash, and the send stops.
-            log.exception("transport %s failed in the middle of a batch", self.transport.name)
-            self._settle_sending(
-                issue_id,
-                f"the transport failed during the send ({type(exc).__name__}: {exc}); "
-                "may have been sent, so not resent",
-            )
-            raise
-        error = "the transport gave no outcome for this recipient"
+        by_id = {o.subscriber_id: o for o in outcomes}
         now = datetime.now(UTC)
+        sent: list[dict[str, object]] = []
+        failed: list[dict[str, object]] = []
+        for recipient in batch.recipients:
+            outcome = by_id.get(recipient.subscriber_id)
+            if outcome is not None and outcome.ok:
+                sent.append({"sid": recipient.subscriber_id, "mid": outcome.message_id})
+                continue
+            before = batch.previous.get(recipient.subscriber_id)
+            attempts = 1 if before is None else before[1] + 1
+            error = outcome.error if outcome else "the transport gave no outcome for this recipient"
+            permanent = outcome.permanent if outcome else False
+            if permanent or attempts >= Delivery.MAX_ATTEMPTS:
+                status = Delivery.FAILED
+                report.failed += 1
+            else:
+                status = Delivery.RETRY
+                report.deferred += 1
+            failed.append({"sid": recipient.subscriber_id, "st": status, "err": error})
+            report.note_error(f"{recipient.email}: {error}")
+            log.warning("delivery to %s failed: %s", recipient.email, error)
+        report.sent += len(sent)
+        where = (
+            DELIVERIES.c.issue_id == issue_id,
+            DELIVERIES.c.subscriber_id == bindparam("sid"),
+        )
         with self.store.session() as session:
-            rows = session.scalars(
-                select(Delivery).where(
-                    Delivery.issue_id == issue_id,
-                    Delivery.subscriber_id.in_([r.subscriber_id for r in recipients]),
+            if sent:
+                session.execute(
+                    update(DELIVERIES)
+                    .where(*where)
+                    .values(
+                        status=Delivery.SENT, sent_at=now, message_id=bindparam("mid"), error=""
+                    ),
+                    sent,
                 )
-            )
-            emails = {r.subscriber_id: r.email for r in recipients}
-            for row in rows:
-                outcome = outcomes.get(row.subscriber_id)
-                if outcome is not None and outcome.ok:
-                    row.status, row.sent_at, row.message_id = Delivery.SENT, now, outcome.message_id
-                    row.error = ""
-                    report.sent += 1
-                    continue
-                row.error = outcome.error if outcome else error
-                permanent = outcome.permanent if outcome else False
-                if permanent or row.attempts >= Delivery.MAX_ATTEMPTS:
-                    row.status = Delivery.FAILED
-                    report.failed += 1
-                else:
-                    row.status = Delivery.RETRY
-                    report.deferred += 1
-                report.errors.append(f"{emails[row.subscriber_id]}: {row.error}")
-                log.warning("delivery to %s failed: %s", emails[row.subscriber_id], row.error)
+            if failed:
+                session.execute(
+                    update(DELIVERIES)
+                    .where(*where)
+                    .values(status=bindparam("st"), error=bindparam("err")),
+                    failed,
+                )
 
     def _put_back(self, issue_id: int, previous: Previous) -> None:
         """Undo `_record_sending` for a batch of which nothing was sent."""
+        created = [sid for sid, before in previous.items() if before is None]
+        restored = [
+            {"sid": sid, "st": before[0], "attempts": before[1], "at": before[2]}
+            for sid, before in previous.items()
+            if before is not None
+        ]
         with self.store.session() as session:
-            rows = session.scalars(
-                select(Delivery).where(
-                    Delivery.issue_id == issue_id, Delivery.subscriber_id.in_(list(previous))
+            if created:
+                session.execute(
+                    DELIVERIES.delete().where(
+                        DELIVERIES.c.issue_id == issue_id,
+                        DELIVERIES.c.subscriber_id.in_(created),
+                    )
                 )
-            ).all()
-            for row in rows:
-                before = previous[row.subscriber_id]
-                if before is None:
-                    session.delete(row)
-                else:
-                    row.status, row.attempts, row.attempted_at = before
+            if restored:
+                session.execute(
+                    update(DELIVERIES)
+                    .where(
+                        DELIVERIES.c.issue_id == issue_id,
+                        DELIVERIES.c.subscriber_id == bindparam("sid"),
+                    )
+                    .values(
+                        status=bindparam("st"),
+                        attempts=bindparam("attempts"),
+                        attempted_at=bindparam("at"),
+                    ),
+                    restored,
+                )
 
-    def _settle_sending(self, issue_id: int, error: str) -> int:
+    def _settle_sending(self, issue_id: int, subscriber_ids: list[int] | None, error: str) -> int:
+        """Mark SENDING rows UNKNOWN: all of the issue's, or only these subscribers'."""
+        where = [Delivery.issue_id == issue_id, Delivery.status == Delivery.SENDING]
+        if subscriber_ids is not None:
+            where.append(Delivery.subscriber_id.in_(subscriber_ids))
         with self.store.session() as session:
             return session.execute(
                 update(Delivery)
-                .where(Delivery.issue_id == issue_id, Delivery.status == Delivery.SENDING)
+                .where(*where)
                 .values(status=Delivery.UNKNOWN, error=error)
                 .execution_options(synchronize_session=False)
             ).rowcount

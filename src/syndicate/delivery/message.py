@@ -28,6 +28,8 @@ class Letter:
     reply_to: str | None = None
     unsubscribe_mailto: str | None = None
     bulk: bool = True  # a digest (List-Unsubscribe and friends) rather than a one-off email
+    digest: str = ""  # the digest's name and the issue's id, for tracing provider events back
+    issue_id: int = 0
 
 
 @dataclass(frozen=True)

@@ -32,6 +32,9 @@ class TransportUnavailable(Exception):
 
 class Transport(Protocol):
     name: str
+    # Batches it can send at once from several threads; transports without the attribute
+    # (not thread-safe, like one SMTP connection) get one.
+    concurrency: int
 
     def send(self, letter: Letter, recipients: Sequence[Recipient]) -> list[Outcome]: ...
 
@@ -224,6 +227,11 @@ class SmtpTransport:
 
 
 def open_transport(config: Config) -> Transport:
+    """The transport `delivery.transport` names; credentials are read from the environment."""
     if config.delivery.transport == "smtp":
         return SmtpTransport(config)
+    if config.delivery.transport == "sendgrid":
+        from syndicate.delivery.sendgrid import SendGridTransport  # its library loads slowly
+
+        return SendGridTransport(config)
     return OutboxTransport(config.resolve(config.delivery.outbox))
