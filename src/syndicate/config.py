@@ -41,8 +41,13 @@ class ConfigError(Exception):
         super().__init__(f"{path}: " + "; ".join(problems))
 
     def __str__(self) -> str:
+        if self.problems == [NOT_FOUND]:
+            return f"{self.path} not found (use --config PATH or SYNDICATE_CONFIG)"
         lines = "\n".join(f"  {p}" for p in self.problems)
         return f"{self.path} is not valid:\n{lines}"
+
+
+NOT_FOUND = "file not found (use --config PATH or SYNDICATE_CONFIG)"
 
 
 # --- value types -----------------------------------------------------------------
@@ -61,6 +66,15 @@ def parse_duration(value: Any) -> timedelta:
         raise ValueError(f"expected a duration such as 30m, 6h, 1d or 2w, got {value!r}")
     amount, unit = match.groups()
     return timedelta(**{_UNITS[unit]: int(amount)})
+
+
+def format_duration(value: timedelta) -> str:
+    """The YAML spelling of a duration: 30m, 6h, 1d; the largest unit that divides it."""
+    seconds = int(value.total_seconds())
+    for unit, size in (("w", 604800), ("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds and seconds % size == 0:
+            return f"{seconds // size}{unit}"
+    return f"{seconds}s"
 
 
 def _check_timezone(name: str) -> str:
@@ -399,9 +413,7 @@ def load(path: str | Path | None = None) -> Config:
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
-        raise ConfigError(
-            path, ["file not found (use --config PATH or SYNDICATE_CONFIG)"]
-        ) from None
+        raise ConfigError(path, [NOT_FOUND]) from None
     except UnicodeDecodeError as exc:
         raise ConfigError(path, [f"not UTF-8 text (byte {exc.start})"]) from None
     except OSError as exc:

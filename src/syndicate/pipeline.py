@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from syndicate import digest as digests
-from syndicate import feeds, sources
+from syndicate import feeds, sources, subscribers
 from syndicate.config import Config
 from syndicate.delivery import Sender, SendReport, Transport, open_transport
 from syndicate.store import Store
@@ -23,11 +23,12 @@ log = logging.getLogger(__name__)
 @dataclass
 class DigestOutcome:
     name: str
-    report: SendReport | None  # None: nothing new, no issue
+    report: SendReport | None  # None: no issue, for the reason below
+    reason: str = "nothing new since the last issue; no issue sent"
 
     def summary(self) -> str:
         if self.report is None:
-            return f"digest {self.name}: nothing new since the last issue; no issue sent"
+            return f"digest {self.name}: {self.reason}"
         return self.report.summary()
 
 
@@ -46,6 +47,11 @@ def send_digest(
     now = now or datetime.now(UTC)
     digest = config.digest(name)
     with store.session() as session:
+        if digests.unfinished_issue(session, name) is None and not subscribers.has_active(
+            session, name
+        ):
+            # An issue to nobody would use up the new reviews: they wait for a first reader.
+            return DigestOutcome(name, None, "no active subscribers yet; no issue sent")
         issue = digests.issue_to_send(config, session, digest, now)
         issue_id = issue.id if issue is not None else None
     if issue_id is None:

@@ -52,6 +52,19 @@ def find(session: Session, address: str) -> Subscriber | None:
     return session.scalars(select(Subscriber).where(Subscriber.email == normalise(address))).first()
 
 
+def has_active(session: Session, digest: str) -> bool:
+    """Whether anyone would receive an issue of `digest` now."""
+    return (
+        session.scalar(
+            select(Subscription.subscriber_id)
+            .join(Subscriber)
+            .where(Subscription.digest == digest, Subscriber.status == Subscriber.ACTIVE)
+            .limit(1)
+        )
+        is not None
+    )
+
+
 @dataclass
 class AddResult:
     subscriber: Subscriber

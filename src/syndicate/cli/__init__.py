@@ -21,7 +21,7 @@ from syndicate.cli.app import (
 from syndicate.cli.digest import digest
 from syndicate.cli.init import init
 from syndicate.cli.subscribers import subscribers
-from syndicate.config import secret
+from syndicate.config import format_duration, secret
 from syndicate.delivery import open_transport
 from syndicate.schedule.runner import next_runs, run_forever
 from syndicate.store.database import current_revision
@@ -157,7 +157,9 @@ def schedule(app: App) -> None:
     width = max(len(job.id) for job, _ in rows)
     for job, when in rows:
         how = (
-            f"cron '{job.schedule.cron}'" if job.schedule.cron else f"every {job.schedule.interval}"
+            f"cron '{job.schedule.cron}'"
+            if job.schedule.cron
+            else f"every {format_duration(job.schedule.interval)}"
         )
         local = when.strftime("%Y-%m-%d %H:%M %Z") if when else "never"
         click.echo(f"{job.id:<{width}}  next {local}  ({how})")

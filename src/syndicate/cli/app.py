@@ -16,6 +16,7 @@ from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 
 from syndicate import config as configuration
 from syndicate.config import Config, ConfigError, MissingSecret, UnknownDigest
+from syndicate.delivery import IssueBusy, TransportUnavailable
 from syndicate.digest import TemplateError
 from syndicate.store import Store
 
@@ -93,7 +94,7 @@ def friendly_errors() -> Iterator[None]:
     """Turn the errors an editor can fix into one clear message and exit status 1."""
     try:
         yield
-    except (MissingSecret, TemplateError, UnknownDigest) as exc:
+    except (IssueBusy, MissingSecret, TemplateError, TransportUnavailable, UnknownDigest) as exc:
         raise click.ClickException(str(exc)) from None
 
 

@@ -13,7 +13,7 @@ from sqlalchemy import func, select
 from syndicate import digest as digests
 from syndicate import pipeline
 from syndicate.cli.app import App, friendly_errors, pass_app, progress, show_path
-from syndicate.delivery import IssueBusy, build_message, open_transport
+from syndicate.delivery import build_message, open_transport
 from syndicate.delivery.ledger import letter_for, recipient_for
 from syndicate.store import Delivery, DigestIssue, Subscriber
 from syndicate.subscribers import find
@@ -75,7 +75,7 @@ def preview(app: App, name: str, address: str | None, output: Path | None) -> No
     paths["email"].write_bytes(message.as_bytes())
     reviews = draft.selection.reviews if draft.selection else []
     click.echo(
-        f"Issue {draft.number} of {name}: {draft.rendered.subject!r}, {len(reviews)} review(s)."
+        f"Issue {draft.number} of {name}: {str(message['Subject'])!r}, {len(reviews)} review(s)."
     )
     for kind, path in paths.items():
         click.echo(f"  {kind:<5} {show_path(path)}")
@@ -94,8 +94,6 @@ def send(app: App, name: str) -> None:
         transport = open_transport(config)
         try:
             outcome = pipeline.send_digest(config, store, name, transport, progress=bar)
-        except IssueBusy as exc:
-            raise click.ClickException(str(exc)) from None
         finally:
             transport.close()
     click.echo(outcome.summary())

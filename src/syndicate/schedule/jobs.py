@@ -7,7 +7,7 @@ import logging
 
 from syndicate import config as configuration
 from syndicate import pipeline
-from syndicate.delivery import open_transport
+from syndicate.delivery import IssueBusy, TransportUnavailable, open_transport
 from syndicate.feeds import build_feeds
 from syndicate.sources import gather
 from syndicate.store import Store
@@ -37,6 +37,12 @@ def digest_job(config_path: str, name: str) -> None:
         transport = open_transport(config)
         try:
             outcome = pipeline.send_digest(config, store, name, transport)
+        except IssueBusy as busy:  # a person is sending it by hand: theirs finishes the issue
+            log.warning("digest %s: skipped this run: %s", name, busy)
+            return
+        except TransportUnavailable as down:  # nothing was sent; the next run tries again
+            log.error("digest %s: not sent this run: %s", name, down)
+            return
         finally:
             transport.close()
         log.info("%s", outcome.summary())

@@ -1,0 +1,5 @@
+"""`python -m syndicate`: the same as the `syndicate` command."""
+
+from syndicate.cli import main
+
+main()
