@@ -10,6 +10,8 @@ without killing the witness:
     python -m tests.sendgrid_standin --port-file PATH
 
 Control endpoints (JSON): GET /_standin/stats, GET /_standin/recipients,
+GET /_standin/custom_args, GET /_standin/requests (bodies, with --keep-requests),
+GET /_standin/calls (each mail/send request: when, and what it was answered),
 POST /_standin/faults (a list of faults, each used by one request in turn),
 POST /_standin/reset.
 """
@@ -54,15 +56,36 @@ class Ledger:
             self.rejected: list[str] = []
             self.faults: list[dict[str, Any]] = []
             self.bodies: list[dict[str, Any]] = []
+            # mail/send requests read but not yet answered: id -> when they arrived.
+            self.in_flight: dict[int, float] = {}
+            # One entry per mail/send request: when it came and went, and the answer.
+            self.calls: list[dict[str, Any]] = []
+            self.serial = 0
 
-    def next_fault(self) -> dict[str, Any] | None:
+    def arrive(self) -> tuple[int, dict[str, Any] | None]:
+        """Note a mail/send request whose body has been read; its id and fault, if any."""
         with self.lock:
             self.requests += 1
-            return self.faults.pop(0) if self.faults else None
+            self.serial += 1
+            self.in_flight[self.serial] = time.time()
+            return self.serial, (self.faults.pop(0) if self.faults else None)
+
+    def leave(self, serial: int, answer: str, **details: Any) -> None:
+        """Note the request's answer, just before it is written (or the line dropped)."""
+        with self.lock:
+            arrived = self.in_flight.pop(serial, time.time())  # gone if reset meanwhile
+            self.calls.append(
+                {"arrived": arrived, "answered": time.time(), "answer": answer, **details}
+            )
 
     def stats(self) -> dict[str, Any]:
         with self.lock:
+            oldest = min(self.in_flight.values(), default=None)
             return {
+                # Requests inside the stand-in (body read, not yet answered), and how long
+                # the oldest of them has been there: a test can time a kill to land there.
+                "in_flight": len(self.in_flight),
+                "oldest_in_flight": None if oldest is None else time.time() - oldest,
                 "requests": self.requests,
                 "accepted_requests": self.accepted,
                 "recipients": sum(self.recipients.values()),
@@ -139,6 +162,9 @@ def make_handler(ledger: Ledger) -> type[BaseHTTPRequestHandler]:
             elif self.path == "/_standin/requests":
                 with ledger.lock:
                     self._answer(200, ledger.bodies)
+            elif self.path == "/_standin/calls":
+                with ledger.lock:
+                    self._answer(200, ledger.calls)
             else:
                 self._answer(404, {"errors": [{"message": "not found"}]})
 
@@ -157,14 +183,23 @@ def make_handler(ledger: Ledger) -> type[BaseHTTPRequestHandler]:
                 self._answer(404, {"errors": [{"message": "not found"}]})
 
         def _mail_send(self, raw: bytes) -> None:
-            fault = ledger.next_fault()
+            serial, fault = ledger.arrive()
             if fault and fault.get("delay"):
                 time.sleep(float(fault["delay"]))
             if fault and fault.get("drop"):
                 # Read the request, then hang up without a word: a dropped connection.
+                ledger.leave(serial, "drop")
                 self.close_connection = True
                 self.connection.shutdown(socket.SHUT_RDWR)
                 return
+            status, payload, headers = self._judge(raw, fault)
+            ledger.leave(serial, str(status), **{k.lower(): v for k, v in headers.items()})
+            self._answer(status, payload, headers)
+
+        def _judge(
+            self, raw: bytes, fault: dict[str, Any] | None
+        ) -> tuple[int, Any, dict[str, str]]:
+            """The answer to one mail/send request; an accepted one is recorded."""
             if fault and fault.get("status"):
                 status = int(fault["status"])
                 headers = {}
@@ -173,26 +208,21 @@ def make_handler(ledger: Ledger) -> type[BaseHTTPRequestHandler]:
                     headers = {"X-RateLimit-Limit": "600", "X-RateLimit-Remaining": "0"}
                     headers["X-RateLimit-Reset"] = str(int(reset) + (reset % 1 > 0))
                 message = fault.get("message", f"stand-in fault {status}")
-                self._answer(status, {"errors": [{"message": message}]}, headers)
-                return
+                return status, {"errors": [{"message": message}]}, headers
             if not self.headers.get("Authorization", "").startswith("Bearer "):
-                self._answer(401, {"errors": [{"message": "authorization required"}]})
-                return
+                return 401, {"errors": [{"message": "authorization required"}]}, {}
             if len(raw) > MAX_BODY_BYTES:
-                self._answer(413, {"errors": [{"message": "request over 30 MB"}]})
-                return
+                return 413, {"errors": [{"message": "request over 30 MB"}]}, {}
             try:
                 body = json.loads(raw)
             except ValueError:
-                self._answer(400, {"errors": [{"message": "the request body is not JSON"}]})
-                return
+                return 400, {"errors": [{"message": "the request body is not JSON"}]}, {}
             found = problems(body)
             if found:
                 with ledger.lock:
                     ledger.rejected.extend(f"{f}: {m}" for f, m in found)
                 errors = [{"field": f, "message": m, "help": None} for f, m in found]
-                self._answer(400, {"errors": errors})
-                return
+                return 400, {"errors": errors}, {}
             with ledger.lock:
                 ledger.accepted += 1
                 if ledger.keep_requests:
@@ -204,15 +234,23 @@ def make_handler(ledger: Ledger) -> type[BaseHTTPRequestHandler]:
                             args = {**(body.get("custom_args") or {})}
                             args.update(person.get("custom_args") or {})
                             ledger.custom_args[address["email"].lower()] = args
-            self._answer(202, None, {"X-Message-Id": uuid.uuid4().hex[:22]})
+            return 202, None, {"X-Message-Id": uuid.uuid4().hex[:22]}
 
     return Handler
 
 
+class Server(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # A sender killed mid-request leaves its answer nowhere to go: expected here.
+        if not isinstance(sys.exc_info()[1], ConnectionError):
+            super().handle_error(request, client_address)
+
+
 def serve(port: int = 0, keep_requests: bool = False) -> tuple[ThreadingHTTPServer, Ledger]:
     ledger = Ledger(keep_requests)
-    server = ThreadingHTTPServer(("127.0.0.1", port), make_handler(ledger))
-    server.daemon_threads = True
+    server = Server(("127.0.0.1", port), make_handler(ledger))
     return server, ledger
 
 
@@ -255,6 +293,11 @@ class StandIn:
 
     def requests(self) -> list[dict[str, Any]]:
         return self._call("/_standin/requests")
+
+    def calls(self) -> list[dict[str, Any]]:
+        """Each mail/send request: arrived, answered (epoch seconds), answer (status or
+        'drop'), and the answer's headers in lower case (x-ratelimit-reset, ...)."""
+        return self._call("/_standin/calls")
 
     def add_faults(self, *faults: dict[str, Any]) -> None:
         self._call("/_standin/faults", list(faults))

@@ -9,7 +9,11 @@ What a failed request means decides what happens next (SendGrid's documented con
 - 5xx, a dropped connection, a timeout: retry with capped exponential backoff and full
   jitter, `delivery.sendgrid.retries` times; after that the batch is left for the next run;
 - any other 4xx: the request itself is wrong; every subscriber in it is marked failed with
-  SendGrid's error text, and the rest of the issue goes on.
+  SendGrid's error text, and the rest of the issue goes on;
+- except 401, 403, 404 and 405, and a host that cannot be reached at all: those say the
+  API key, its permissions or the base URL are wrong, which every batch would meet alike.
+  Nothing was sent, so the send stops (TransportUnavailable) with the batch put back,
+  rather than failing the whole list for good.
 A retried request after a timeout may already have been accepted, so a timeout risks one
 duplicate for that batch; `delivery.sendgrid.timeout` is generous for that reason.
 """
@@ -20,6 +24,7 @@ import http.client
 import json
 import logging
 import random
+import socket
 import time
 import urllib.error
 from collections.abc import Callable, Sequence
@@ -32,6 +37,7 @@ from sendgrid import SendGridAPIClient
 
 from syndicate.config import Config, secret
 from syndicate.delivery.message import Letter, Outcome, Recipient
+from syndicate.delivery.transports import TransportUnavailable
 from syndicate.digest.render import PLACEHOLDER
 
 log = logging.getLogger(__name__)
@@ -68,6 +74,29 @@ TRANSIENT_ERRORS = (
     http.client.HTTPException,
     OSError,
 )
+
+
+# Answers that are about the account or the address, not the request: every batch gets them.
+ACCOUNT_ERRORS = {
+    401: "check the API key in the environment variable {env}",
+    403: "check that the API key in {env} may send mail and that the from address is a "
+    "verified sender",
+    404: "check delivery.sendgrid.base_url ({url})",
+    405: "check delivery.sendgrid.base_url ({url})",
+}
+
+
+def _unreachable(error: BaseException) -> bool:
+    """No connection could be made at all (refused, unknown host): nothing was sent."""
+    if isinstance(error, urllib.error.URLError) and isinstance(error.reason, BaseException):
+        error = error.reason
+    return isinstance(error, ConnectionRefusedError | socket.gaierror)
+
+
+def api_host(base_url: str) -> str:
+    """The host the library adds /v3/... to: the base URL without a trailing slash or /v3,
+    which SendGrid's docs show for the EU host (https://api.eu.sendgrid.com/v3/)."""
+    return base_url.rstrip("/").removesuffix("/v3").rstrip("/")
 
 
 def _transient(error: BaseException) -> bool:
@@ -115,7 +144,7 @@ class SendGridTransport:
     def __init__(self, config: Config, sleep: Callable[[float], None] = time.sleep) -> None:
         self.settings = config.delivery.sendgrid
         api_key = secret(self.settings.api_key_env, "SendGrid API key")
-        self.client = SendGridAPIClient(api_key, host=self.settings.base_url.rstrip("/"))
+        self.client = SendGridAPIClient(api_key, host=api_host(self.settings.base_url))
         self.client.client.timeout = self.settings.timeout
         self.concurrency = self.settings.concurrency
         self.sleep = sleep
@@ -213,7 +242,21 @@ class SendGridTransport:
         except http_errors.HTTPError as error:
             if _transient(error):
                 raise
+            hint = ACCOUNT_ERRORS.get(error.status_code)
+            if hint is not None:
+                raise TransportUnavailable(
+                    f"SendGrid refused the request ({error.status_code}: {error_text(error)}); "
+                    + hint.format(env=self.settings.api_key_env, url=self.settings.base_url)
+                ) from None
             raise SendGridRefused(error.status_code, error_text(error)) from None
+        except TRANSIENT_ERRORS as error:
+            if _unreachable(error):
+                raise TransportUnavailable(
+                    f"SendGrid cannot be reached at {self.settings.base_url} "
+                    f"({type(error).__name__}: {error}); check delivery.sendgrid.base_url "
+                    "and the network"
+                ) from None
+            raise
         return response.headers.get("X-Message-Id", "")
 
     def send(self, letter: Letter, recipients: Sequence[Recipient]) -> list[Outcome]:
