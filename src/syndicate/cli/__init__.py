@@ -19,6 +19,7 @@ from syndicate.cli.app import (
     show_url,
 )
 from syndicate.cli.digest import digest
+from syndicate.cli.events import events
 from syndicate.cli.init import init
 from syndicate.cli.subscribers import subscribers
 from syndicate.config import format_duration, secret
@@ -181,6 +182,7 @@ def upgrade(app: App) -> None:
 
 
 cli.add_command(digest)
+cli.add_command(events)
 cli.add_command(subscribers)
 cli.add_command(init)
 

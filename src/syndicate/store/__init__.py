@@ -3,6 +3,7 @@
 from syndicate.store.database import Store, upgrade_schema
 from syndicate.store.models import (
     Delivery,
+    DeliveryEvent,
     DigestIssue,
     IssueReview,
     Review,
@@ -14,6 +15,7 @@ from syndicate.store.models import (
 
 __all__ = [
     "Delivery",
+    "DeliveryEvent",
     "DigestIssue",
     "IssueReview",
     "Review",

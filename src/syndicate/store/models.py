@@ -1,4 +1,5 @@
-"""The tables. One row per review, subscriber, subscription, digest issue and delivery.
+"""The tables. One row per review, subscriber, subscription, digest issue, delivery and
+provider event (bounces, opens: what came back).
 
 Times are stored as naive UTC (SQLite has no zones) and always handed back zone-aware.
 """
@@ -238,8 +239,37 @@ class Delivery(Base):
     sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     message_id: Mapped[str | None] = mapped_column(String(500))
     error: Mapped[str] = mapped_column(Text, default="")
+    # What the provider reported afterwards (SendGrid's event webhook, delivery.events).
+    delivered_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    opens: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    clicks: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    # The event that suppressed the subscriber after this delivery: bounce, dropped,
+    # spamreport, unsubscribe or group_unsubscribe.
+    suppressed_by: Mapped[str | None] = mapped_column(String(30))
 
     __table_args__ = (
         UniqueConstraint("issue_id", "subscriber_id", name="uq_deliveries_issue_subscriber"),
         Index("ix_deliveries_status", "issue_id", "status"),
     )
+
+
+class DeliveryEvent(Base):
+    """One event from the provider's webhook, kept once: `sg_event_id` is the dedupe key."""
+
+    __tablename__ = "delivery_events"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    sg_event_id: Mapped[str] = mapped_column(String(200), unique=True)
+    event: Mapped[str] = mapped_column(String(30))
+    email: Mapped[str] = mapped_column(String(320), default="")
+    # Who and which issue it was about, when it could be matched; NULL otherwise.
+    subscriber_id: Mapped[int | None] = mapped_column(
+        ForeignKey("subscribers.id", ondelete="SET NULL")
+    )
+    issue_id: Mapped[int | None] = mapped_column(
+        ForeignKey("digest_issues.id", ondelete="SET NULL")
+    )
+    # The bounce or drop reason, the clicked URL: what explains the event to a person.
+    detail: Mapped[str] = mapped_column(Text, default="")
+    occurred_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    received_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
