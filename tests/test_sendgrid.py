@@ -382,8 +382,8 @@ def test_a_refused_batch_fails_with_sendgrids_words_and_the_rest_go_out(
         a: Delivery.FAILED if a in first else Delivery.SENT for a in CSV_PEOPLE
     }
     status = newsletter.cli("digest", "status", "weekly").output
-    assert re.search(r"#1 .*\bsent\b.*\b3 failed, 4 sent\b", status), status
-    assert f"3 x SendGrid refused the request (400): {why}" in status
+    assert "#1 " in status and "7 subscribers: 4 accepted, 0 pending, 3 failed" in status, status
+    assert f"3 failed: SendGrid refused the request (400): {why}" in status
     # Failed for good: sending again sends nothing more.
     again = newsletter.cli("digest", "send", "weekly")
     assert "nothing new" in again.output
@@ -399,7 +399,8 @@ def test_a_batch_still_failing_after_its_retries_is_sent_by_the_next_run(
     assert "(complete)" not in result.output
     assert standin.recipients() == {}
     status = newsletter.cli("digest", "status", "weekly").output
-    assert "7 x SendGrid answered 503: stand-in fault 503" in status
+    assert "7 subscribers: 0 accepted, 7 pending, 0 failed" in status
+    assert "7 to retry: SendGrid answered 503: stand-in fault 503" in status
 
     rerun = newsletter.cli("digest", "send", "weekly")
     assert "7 sent, 0 failed (complete)" in rerun.output
@@ -493,6 +494,14 @@ def test_a_send_killed_with_sigkill_is_finished_by_a_rerun_exactly_once(
     assert len(first_run) == 8_000
     assert set(statuses(newsletter).values()) <= {Delivery.SENT, Delivery.SENDING}
 
+    # Before the rerun, the status tells the editor what is left and what to do.
+    interrupted = newsletter.cli("digest", "status", "weekly").output
+    assert "20000 subscribers: 4000 accepted, 16000 pending, 0 failed" in interrupted
+    assert "pending: 12000 not reached yet, 4000 in a batch being sent or interrupted" in (
+        interrupted
+    )
+    assert f"the sender (process {sender.pid}) stopped; `syndicate digest send`" in interrupted
+
     rerun = newsletter.cli("digest", "send", "weekly")
     assert "took over from a sender that stopped" in rerun.output
     assert "(complete)" in rerun.output
@@ -512,4 +521,4 @@ def test_a_send_killed_with_sigkill_is_finished_by_a_rerun_exactly_once(
     assert len(unknown) == 4_000 and unknown <= set(first_run)
     assert set(seen) == everyone
     status = newsletter.cli("digest", "status", "weekly").output
-    assert "16000 sent, 4000 unknown" in status
+    assert "20000 subscribers: 16000 accepted, 0 pending, 0 failed, 4000 unknown" in status

@@ -8,14 +8,15 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import click
-from sqlalchemy import func, select
+from sqlalchemy import select
 
 from syndicate import digest as digests
 from syndicate import pipeline
 from syndicate.cli.app import App, friendly_errors, pass_app, progress, show_path
 from syndicate.delivery import build_message, open_transport
 from syndicate.delivery.ledger import letter_for, recipient_for
-from syndicate.store import Delivery, DigestIssue, Subscriber
+from syndicate.delivery.status import describe, issue_status
+from syndicate.store import DigestIssue, Subscriber
 from syndicate.subscribers import find
 
 PREVIEW_KEY = "preview-only-key: links in previews do not work"
@@ -111,7 +112,12 @@ def send(app: App, name: str) -> None:
 @click.option("--limit", default=10, show_default=True, help="How many recent issues to show.")
 @pass_app
 def status(app: App, name: str, limit: int) -> None:
-    """Show the recent issues of digest NAME and what happened to each delivery."""
+    """Show the recent issues of digest NAME and where each stands.
+
+    Per issue: its subscribers, how many the transport accepted, how many are pending
+    (not reached yet, to retry, or in a batch being sent), failed and unknown, with the
+    reasons; and what SendGrid reported back (delivered, opened, clicked, bounced).
+    """
     with friendly_errors(), app.store() as store, store.session() as session:
         app.config.digest(name)
         issues = session.scalars(
@@ -124,24 +130,5 @@ def status(app: App, name: str, limit: int) -> None:
             click.echo(f"Digest {name} has no issues yet.")
             return
         for issue in issues:
-            counts = dict(
-                session.execute(
-                    select(Delivery.status, func.count())
-                    .where(Delivery.issue_id == issue.id)
-                    .group_by(Delivery.status)
-                ).all()
-            )
-            parts = ", ".join(f"{counts[k]} {k}" for k in sorted(counts)) or "no deliveries"
-            click.echo(
-                f"#{issue.number}  {issue.created_at:%Y-%m-%d %H:%M}  {issue.status:<8} "
-                f"{len(issue.reviews)} review(s)  {parts}  {issue.subject}"
-            )
-            for error, count in session.execute(
-                select(Delivery.error, func.count())
-                .where(
-                    Delivery.issue_id == issue.id,
-                    Delivery.status.in_([Delivery.FAILED, Delivery.RETRY, Delivery.UNKNOWN]),
-                )
-                .group_by(Delivery.error)
-            ):
-                click.echo(f"      {count} x {error}")
+            for line in describe(issue_status(session, issue)):
+                click.echo(line)

@@ -125,7 +125,7 @@ def recipient_for(
     )
 
 
-def _eligible(issue: DigestIssue):  # type: ignore[no-untyped-def]
+def eligible(issue: DigestIssue):  # type: ignore[no-untyped-def]
     """Active subscribers of the digest who have no settled delivery of this issue."""
     settled = exists().where(
         Delivery.issue_id == issue.id,
@@ -188,7 +188,7 @@ class Sender:
         with self.store.session() as session:
             issue = session.get_one(DigestIssue, issue_id)
             return (
-                session.scalar(select(func.count()).select_from(Subscriber).where(_eligible(issue)))
+                session.scalar(select(func.count()).select_from(Subscriber).where(eligible(issue)))
                 or 0
             )
 
@@ -299,7 +299,7 @@ class Sender:
                 issue = session.get_one(DigestIssue, issue_id)
                 subscribers = session.execute(
                     select(Subscriber.id, Subscriber.email, Subscriber.name)
-                    .where(_eligible(issue), Subscriber.id > last_id)
+                    .where(eligible(issue), Subscriber.id > last_id)
                     .order_by(Subscriber.id)
                     .limit(size)
                 ).all()

@@ -1,0 +1,159 @@
+"""Where an issue stands: who has it, who is still waiting, who failed and why, and what
+the provider reported back (delivered, opened, clicked, bounced).
+
+Read-only: `syndicate digest status` prints it; nothing here changes the ledger.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from sqlalchemy import case, func, select
+from sqlalchemy.orm import Session
+
+from syndicate.delivery.ledger import died_here, eligible
+from syndicate.store import Delivery, DigestIssue, Subscriber
+
+
+@dataclass(frozen=True)
+class Reason:
+    status: str  # failed, retry or unknown
+    error: str
+    count: int
+
+
+@dataclass
+class IssueStatus:
+    issue: DigestIssue
+    # Subscribers the issue is for: every delivery recorded, plus (while the issue is
+    # unfinished) the active subscribers not reached yet.
+    subscribers: int = 0
+    accepted: int = 0  # taken by the transport (SendGrid's 202, the SMTP server's 250)
+    # Still to go: not reached yet, waiting for a retry, or in a batch being sent now
+    # (or left mid-batch by a sender that stopped: the next run settles those).
+    not_reached: int = 0
+    retrying: int = 0
+    in_flight: int = 0
+    failed: int = 0  # refused for good, or out of retries
+    unknown: int = 0  # in flight when a sender died: not resent, may or may not have it
+    reasons: list[Reason] = field(default_factory=list)
+    # From the provider's events (SendGrid's webhook); zero with the outbox and SMTP.
+    delivered: int = 0
+    opened: int = 0
+    clicked: int = 0
+    suppressed: dict[str, int] = field(default_factory=dict)
+    sender: str = ""  # who is sending it now, or that the last sender stopped
+
+    @property
+    def pending(self) -> int:
+        return self.not_reached + self.retrying + self.in_flight
+
+
+def issue_status(session: Session, issue: DigestIssue, now: datetime | None = None) -> IssueStatus:
+    now = now or datetime.now(UTC)
+    status = IssueStatus(issue)
+    gave_up = (Delivery.status == Delivery.RETRY) & (Delivery.attempts >= Delivery.MAX_ATTEMPTS)
+    bucket = case((gave_up, Delivery.FAILED), else_=Delivery.status)
+    counts = dict(
+        session.execute(
+            select(bucket, func.count()).where(Delivery.issue_id == issue.id).group_by(bucket)
+        ).all()
+    )
+    status.accepted = counts.get(Delivery.SENT, 0)
+    status.retrying = counts.get(Delivery.RETRY, 0)
+    status.in_flight = counts.get(Delivery.SENDING, 0)
+    status.failed = counts.get(Delivery.FAILED, 0)
+    status.unknown = counts.get(Delivery.UNKNOWN, 0)
+    if issue.status != DigestIssue.SENT:
+        unrecorded = (
+            ~select(Delivery.id)
+            .where(Delivery.issue_id == issue.id, Delivery.subscriber_id == Subscriber.id)
+            .exists()
+        )
+        status.not_reached = (
+            session.scalar(
+                select(func.count()).select_from(Subscriber).where(eligible(issue), unrecorded)
+            )
+            or 0
+        )
+    status.subscribers = sum(counts.values()) + status.not_reached
+
+    for state, error, count in session.execute(
+        select(bucket, Delivery.error, func.count())
+        .where(
+            Delivery.issue_id == issue.id,
+            Delivery.status.in_([Delivery.FAILED, Delivery.RETRY, Delivery.UNKNOWN]),
+        )
+        .group_by(bucket, Delivery.error)
+        .order_by(func.count().desc())
+    ):
+        status.reasons.append(Reason(state, error or "(no reason recorded)", count))
+
+    delivered, opened, clicked = session.execute(
+        select(
+            func.count(Delivery.delivered_at),
+            func.count(case((Delivery.opens > 0, 1))),
+            func.count(case((Delivery.clicks > 0, 1))),
+        ).where(Delivery.issue_id == issue.id)
+    ).one()
+    status.delivered, status.opened, status.clicked = delivered, opened, clicked
+    status.suppressed = dict(
+        session.execute(
+            select(Delivery.suppressed_by, func.count())
+            .where(Delivery.issue_id == issue.id, Delivery.suppressed_by.is_not(None))
+            .group_by(Delivery.suppressed_by)
+        ).all()
+    )
+    status.sender = _sender(issue, now)
+    return status
+
+
+def _sender(issue: DigestIssue, now: datetime) -> str:
+    if issue.status == DigestIssue.SENT or not issue.claimed_by:
+        return ""
+    host, _, rest = issue.claimed_by.partition(":")
+    pid = rest.partition(":")[0]
+    if died_here(issue.claimed_by):
+        return f"the sender (process {pid}) stopped; `syndicate digest send` finishes it"
+    if issue.claimed_until and issue.claimed_until > now:
+        return f"being sent by process {pid} on {host}"
+    return ""
+
+
+def describe(status: IssueStatus) -> list[str]:
+    """The lines `syndicate digest status` prints for one issue."""
+    issue = status.issue
+    head = (
+        f"#{issue.number}  {issue.created_at:%Y-%m-%d %H:%M}  "
+        f"{'complete' if issue.status == DigestIssue.SENT else 'sending'}  "
+        f"{len(issue.reviews)} review(s)  {issue.subject}"
+    )
+    counts = (
+        f"    {status.subscribers} subscribers: {status.accepted} accepted, "
+        f"{status.pending} pending, {status.failed} failed"
+    )
+    if status.unknown:
+        counts += f", {status.unknown} unknown"
+    lines = [head, counts]
+    waiting = [
+        (status.not_reached, "not reached yet"),
+        (status.retrying, "to retry"),
+        (status.in_flight, "in a batch being sent or interrupted"),
+    ]
+    if status.pending:
+        lines.append("    pending: " + ", ".join(f"{n} {what}" for n, what in waiting if n))
+    if status.sender:
+        lines.append(f"    {status.sender}")
+    if status.delivered or status.opened or status.clicked or status.suppressed:
+        events = (
+            f"    reported back: {status.delivered} delivered, {status.opened} opened, "
+            f"{status.clicked} clicked"
+        )
+        for kind, count in sorted(status.suppressed.items()):
+            events += f", {count} {kind}"
+        lines.append(events)
+    labels = {Delivery.FAILED: "failed", Delivery.RETRY: "to retry", Delivery.UNKNOWN: "unknown"}
+    for reason in status.reasons:
+        lines.append(f"      {reason.count} {labels[reason.status]}: {reason.error}")
+    return lines
