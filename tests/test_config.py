@@ -8,11 +8,13 @@ numbers are looked up in the edited file, so they follow the file, not the code.
 from __future__ import annotations
 
 import re
+import typing
 from datetime import datetime
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from pydantic import BaseModel
 
 from syndicate import config as configuration
 from syndicate.cli import cli
@@ -301,3 +303,41 @@ def test_the_shipped_example_config_passes_check(monkeypatch: pytest.MonkeyPatch
     assert result.exit_code == 0, result.output
     assert "not found" not in result.output
     assert tree(ROOT / "config") == before
+
+
+def config_keys(model: type[BaseModel], prefix: str = "") -> dict[str, str]:
+    """Every key the YAML may hold, as `key: dotted.path`, from the pydantic models."""
+    found: dict[str, str] = {}
+    for name, field in model.model_fields.items():
+        if field.exclude:
+            continue
+        key = field.alias or name
+        found[f"{prefix}{key}"] = key
+        pending = [field.annotation]
+        while pending:
+            annotation = pending.pop()
+            pending.extend(typing.get_args(annotation))
+            if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+                found.update(config_keys(annotation, f"{prefix}{key}."))
+    return found
+
+
+def commented(lines: list[str], n: int) -> bool:
+    """Line n has a comment, or a comment line sits just above or below it."""
+    around = [lines[n - 1] if n else "", lines[n + 1] if n + 1 < len(lines) else ""]
+    return " #" in lines[n] or any(line.lstrip().startswith("#") for line in around)
+
+
+def test_the_example_config_shows_every_key_with_a_comment() -> None:
+    """config/syndicate.yaml is the reference an editor reads: each key the config accepts
+    appears in it (set, or commented out as an example), with a comment on its line or
+    in the comment lines just above it."""
+    lines = (ROOT / "config" / "syndicate.yaml").read_text().splitlines()
+    undocumented = []
+    for dotted, key in sorted(config_keys(configuration.Config).items()):
+        # `key:` as a block key, inside a {flow: map}, or in a comment showing it.
+        pattern = re.compile(rf"(^|[\s{{,#-]){re.escape(key)}:")
+        places = [n for n, line in enumerate(lines) if pattern.search(line)]
+        if not any(commented(lines, n) for n in places):
+            undocumented.append(dotted)
+    assert undocumented == [], "keys missing or without a comment in config/syndicate.yaml"
