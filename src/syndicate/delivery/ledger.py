@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
-from sqlalchemy import and_, bindparam, exists, func, insert, or_, select, update
+from sqlalchemy import and_, bindparam, exists, func, insert, literal, or_, select, update
 from sqlalchemy.orm import Session
 
 from syndicate.config import Config, secret
@@ -38,6 +38,7 @@ from syndicate.delivery.message import Letter, Outcome, Recipient
 from syndicate.delivery.transports import Transport, TransportUnavailable
 from syndicate.digest.render import RenderedIssue
 from syndicate.store import Delivery, DigestIssue, Store, Subscriber, Subscription
+from syndicate.store.models import UTCDateTime
 from syndicate.tokens import make_token
 
 log = logging.getLogger(__name__)
@@ -325,20 +326,23 @@ class Sender:
             ).where(Delivery.issue_id == issue_id, Delivery.subscriber_id.in_(ids))
         ):
             previous[row.subscriber_id] = (row.status, row.attempts, row.attempted_at)
-        fresh = [
-            {
-                "issue_id": issue_id,
-                "subscriber_id": sid,
-                "status": Delivery.SENDING,
-                "attempts": 1,
-                "attempted_at": now,
-                "error": "",
-            }
-            for sid, before in previous.items()
-            if before is None
-        ]
+        fresh = [sid for sid, before in previous.items() if before is None]
         if fresh:
-            session.execute(insert(DELIVERIES), fresh)
+            # One INSERT ... SELECT for the batch rather than a row of parameters each.
+            constants = select(
+                literal(issue_id),
+                Subscriber.id,
+                literal(Delivery.SENDING),
+                literal(1),
+                literal(now, UTCDateTime()),
+                literal(""),
+            ).where(Subscriber.id.in_(fresh))
+            session.execute(
+                insert(DELIVERIES).from_select(
+                    ["issue_id", "subscriber_id", "status", "attempts", "attempted_at", "error"],
+                    constants,
+                )
+            )
         again = [
             {"sid": sid, "attempts": before[1] + 1}
             for sid, before in previous.items()
@@ -412,15 +416,28 @@ class Sender:
             DELIVERIES.c.issue_id == issue_id,
             DELIVERIES.c.subscriber_id == bindparam("sid"),
         )
+        # A batch API answers a whole batch with one message id: one UPDATE ... IN (...)
+        # for those, instead of a statement per row; SMTP's own ids go row by row.
+        by_message: dict[object, list[object]] = {}
+        for row in sent:
+            by_message.setdefault(row["mid"], []).append(row["sid"])
+        shared = {mid: ids for mid, ids in by_message.items() if len(ids) > 1}
+        single = [row for row in sent if row["mid"] not in shared]
         with self.store.session() as session:
-            if sent:
+            for mid, ids in shared.items():
+                session.execute(
+                    update(DELIVERIES)
+                    .where(DELIVERIES.c.issue_id == issue_id, DELIVERIES.c.subscriber_id.in_(ids))
+                    .values(status=Delivery.SENT, sent_at=now, message_id=mid, error="")
+                )
+            if single:
                 session.execute(
                     update(DELIVERIES)
                     .where(*where)
                     .values(
                         status=Delivery.SENT, sent_at=now, message_id=bindparam("mid"), error=""
                     ),
-                    sent,
+                    single,
                 )
             if failed:
                 session.execute(
