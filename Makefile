@@ -48,6 +48,7 @@ test: $(STAMP) lint
 
 bench: $(STAMP)
 	$(BIN)/python bench/run.py
+	$(BIN)/python bench/send_at_scale.py
 
 clean:
 	rm -rf $(VENV) var public .pytest_cache .ruff_cache

@@ -371,7 +371,7 @@ def test_each_event_is_applied_once_however_often_it_is_posted(sent: Sent) -> No
     assert sent.delivery(zoe).opens == 2
     assert sent.stored_events() == 3
     status = sent.site.cli("digest", "status", "weekly").output
-    assert "reported back: 0 delivered, 1 opened, 0 clicked, 1 bounce" in status
+    assert "reported back: 0 delivered, 1 opened, 0 clicked, 1 bounced" in status
 
     # The editor re-adds the bounced reader; the replayed bounce does not undo that.
     sent.site.cli("subscribers", "add", ada)

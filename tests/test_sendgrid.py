@@ -29,7 +29,7 @@ from syndicate.delivery.ledger import letter_for, recipient_for
 from syndicate.digest.render import RenderedIssue
 from syndicate.store import Delivery, DigestIssue, Store, Subscriber, Subscription
 from syndicate.tokens import read_token
-from tests.conftest import ROOT, SECRET, Site
+from tests.conftest import ROOT, SECRET, Site, make_site
 from tests.sendgrid_standin import StandIn
 
 API_KEY = "SG.test-key.not-a-real-one"
@@ -522,3 +522,60 @@ def test_a_send_killed_with_sigkill_is_finished_by_a_rerun_exactly_once(
     assert set(seen) == everyone
     status = newsletter.cli("digest", "status", "weekly").output
     assert "20000 subscribers: 16000 accepted, 0 pending, 0 failed, 4000 unknown" in status
+
+
+@pytest.fixture
+def db_newsletter(
+    tmp_path: Path,
+    database_url: str,
+    secret_env: str,
+    standin: StandIn,
+    monkeypatch: pytest.MonkeyPatch,
+) -> Site:
+    """The newsletter on SQLite or on a throwaway PostgreSQL database."""
+    monkeypatch.setenv("SENDGRID_API_KEY", API_KEY)
+    site = make_site(tmp_path / "site", database_url=database_url)
+    monkeypatch.chdir(site.root)
+    use_sendgrid(site, standin.url, concurrency=2)
+    site.cli("gather")
+    site.cli("subscribers", "import", "subscribers.csv", "--digest", "weekly")
+    return site
+
+
+def test_two_senders_started_together_send_each_subscriber_once(
+    db_newsletter: Site, standin: StandIn
+) -> None:
+    """Two terminals (or the scheduler and a person) run `digest send` at the same moment:
+    one sends, the other says who is sending and stops; nobody gets the issue twice."""
+    everyone = set(CSV_PEOPLE) - {"tom@example.com"} | set(add_readers(db_newsletter, 3_000))
+    standin.add_faults(*[{"delay": 0.2}] * 4)  # the first requests linger: the runs overlap
+    senders = [syndicate(db_newsletter, "digest", "send", "weekly") for _ in range(2)]
+    outputs = [sender.communicate(timeout=120)[0] for sender in senders]
+
+    finished = [out for out in outputs if "(complete)" in out]
+    refused = [out for out in outputs if "is being sent by process" in out]
+    assert len(finished) == 1 and len(refused) == 1, outputs
+    assert sorted(sender.returncode != 0 for sender in senders) == [False, True]
+    assert "Traceback" not in refused[0]
+    seen = standin.recipients()
+    assert set(seen) == everyone and max(seen.values()) == 1
+    assert standin.stats()["duplicates"] == 0
+
+
+def test_a_reader_who_unsubscribes_during_a_send_is_skipped_from_the_next_batch(
+    newsletter: Site, standin: StandIn
+) -> None:
+    readers = add_readers(newsletter, 3_000)
+    use_sendgrid(newsletter, standin.url, concurrency=1)
+    leaving = readers[-1]  # in the last batch
+    standin.add_faults({"delay": 1.5})  # the first batch is held while the reader leaves
+    sender = syndicate(newsletter, "digest", "send", "weekly")
+    try:
+        wait_for(lambda: standin.stats()["in_flight"] == 1, what="the first batch to arrive")
+        newsletter.cli("subscribers", "remove", leaving)
+    finally:
+        output, _ = sender.communicate(timeout=60)
+    assert sender.returncode == 0, output
+    seen = standin.recipients()
+    assert leaving not in seen
+    assert len(seen) == len(CSV_PEOPLE) + 3_000 - 1 and max(seen.values()) == 1

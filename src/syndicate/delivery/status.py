@@ -15,6 +15,15 @@ from sqlalchemy.orm import Session
 from syndicate.delivery.ledger import died_here, eligible
 from syndicate.store import Delivery, DigestIssue, Subscriber
 
+# How a suppressing event reads in the status (its SendGrid name otherwise).
+SUPPRESSED_AS = {
+    "bounce": "bounced",
+    "dropped": "dropped",
+    "spamreport": "marked as spam",
+    "unsubscribe": "unsubscribed",
+    "group_unsubscribe": "unsubscribed",
+}
+
 
 @dataclass(frozen=True)
 class Reason:
@@ -150,8 +159,11 @@ def describe(status: IssueStatus) -> list[str]:
             f"    reported back: {status.delivered} delivered, {status.opened} opened, "
             f"{status.clicked} clicked"
         )
-        for kind, count in sorted(status.suppressed.items()):
-            events += f", {count} {kind}"
+        said: dict[str, int] = {}
+        for kind, count in status.suppressed.items():
+            said[SUPPRESSED_AS.get(kind, kind)] = said.get(SUPPRESSED_AS.get(kind, kind), 0) + count
+        for label, count in sorted(said.items()):
+            events += f", {count} {label}"
         lines.append(events)
     labels = {Delivery.FAILED: "failed", Delivery.RETRY: "to retry", Delivery.UNKNOWN: "unknown"}
     for reason in status.reasons:
