@@ -7,6 +7,7 @@ fresh database, once on SQLite and once on a throwaway PostgreSQL cluster.
 
 from __future__ import annotations
 
+import csv
 import os
 import shutil
 from collections.abc import Iterator
@@ -22,6 +23,9 @@ from syndicate.cli import cli
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE_REVIEWS = ROOT / "examples" / "site" / "reviews"
 EXAMPLE_SUBSCRIBERS = ROOT / "examples" / "site" / "subscribers.csv"
+with EXAMPLE_SUBSCRIBERS.open(encoding="utf-8", newline="") as _csv:
+    # The example site's readers, address -> name, as `subscribers import` reads them.
+    EXAMPLE_READERS: dict[str, str] = {row["email"]: row["name"] for row in csv.DictReader(_csv)}
 SECRET = "test-signing-secret"
 
 SITE_CONFIG = """\

@@ -25,18 +25,11 @@ from syndicate import pipeline
 from syndicate.delivery import Letter, OutboxTransport, Outcome, Recipient
 from syndicate.store import Delivery, DigestIssue, Store, Subscriber
 from syndicate.tokens import InvalidToken, read_token
-from tests.conftest import SECRET, Site
+from tests.conftest import EXAMPLE_READERS, SECRET, Site
 
 SUBJECT = "Cinéma, {{ subscriber.name }}: {{ featured.title }}"
 MAILTO = "unsubscribe@reelnotes.example.com"
-CSV_PEOPLE = {  # examples/site/subscribers.csv: address -> name
-    "ada.whitfield@example.com": "Ada Whitfield",
-    "zoe.martin@example.org": "Zoë Martín",
-    "kwame.boateng@example.net": "Kwame Boateng",
-    "film.nerd.1983@example.com": "",
-    "hiroshi.tanaka@example.org": "Hiroshi Tanaka",
-    "lena.novak@example.net": "Lena Novak",
-}
+CSV_PEOPLE = EXAMPLE_READERS
 
 
 # --- helpers ---------------------------------------------------------------------------

@@ -33,17 +33,10 @@ from syndicate.delivery import events
 from syndicate.delivery.events import SIGNATURE_HEADER, TIMESTAMP_HEADER, WebhookAnswer
 from syndicate.store import Delivery, DeliveryEvent, DigestIssue, Store, Subscriber
 from syndicate.store.database import alembic_config
-from tests.conftest import Site, make_site
+from tests.conftest import EXAMPLE_READERS, Site, make_site
 
 KEY_ENV = "SENDGRID_WEBHOOK_PUBLIC_KEY"  # delivery.sendgrid.webhook_public_key_env's default
-PEOPLE = [  # examples/site/subscribers.csv
-    "ada.whitfield@example.com",
-    "zoe.martin@example.org",
-    "kwame.boateng@example.net",
-    "film.nerd.1983@example.com",
-    "hiroshi.tanaka@example.org",
-    "lena.novak@example.net",
-]
+PEOPLE = list(EXAMPLE_READERS)
 
 
 # --- SendGrid's side: keys, signatures, events -------------------------------------------

@@ -29,17 +29,10 @@ from sqlalchemy import select
 
 from syndicate.cli import cli
 from syndicate.store import Delivery, Store, Subscriber
-from tests.conftest import Site
+from tests.conftest import EXAMPLE_READERS, Site
 
 SENDER = "newsletter@reelnotes.example.com"
-READERS = {
-    "ada.whitfield@example.com",
-    "zoe.martin@example.org",
-    "kwame.boateng@example.net",
-    "film.nerd.1983@example.com",
-    "hiroshi.tanaka@example.org",
-    "lena.novak@example.net",
-}
+READERS = set(EXAMPLE_READERS)
 USER, PASSWORD = "reelnotes", "correct horse battery staple"
 
 
