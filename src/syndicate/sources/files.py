@@ -17,7 +17,7 @@ from pathlib import Path
 from urllib.parse import urljoin, urlsplit
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import and_, or_, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from syndicate.config import FilesSource
@@ -66,6 +66,7 @@ class FilesGatherer:
         self.site_url = site_url
         self.zone = zone
         self.now = now
+        self.withdrawn: dict[object, list[Review]] = {}
 
     def gather(self, session: Session, report: GatherReport) -> None:
         if not self.folder.is_dir():
@@ -95,6 +96,16 @@ class FilesGatherer:
 
         # Files that are gone are candidates for renames before they count as withdrawn.
         vanished = {key: r for key, r in known.items() if key not in seen and r.live}
+        # Reviews withdrawn by earlier runs, by content and by title and film, newest
+        # first: a new file may bring one back.
+        self.withdrawn = {}
+        for review in sorted(
+            (r for r in known.values() if not r.live),
+            key=lambda r: r.withdrawn_at or self.now,
+            reverse=True,
+        ):
+            self.withdrawn.setdefault(review.fingerprint, []).append(review)
+            self.withdrawn.setdefault((review.title, review.film), []).append(review)
         for found, raw in changed:
             try:
                 self._store(session, found, raw, known.get(found.key), vanished, report)
@@ -178,19 +189,14 @@ class FilesGatherer:
                 return candidate
         # Renamed in an earlier run while the new file could not be read (a typo made with
         # the rename): the review was withdrawn then, and comes back under its own id.
-        return session.scalars(
-            select(Review)
-            .where(
-                Review.source == self.source.name,
-                Review.withdrawn_at.is_not(None),
-                or_(
-                    Review.fingerprint == fingerprint,
-                    and_(Review.title == meta.title, Review.film == meta.film),
-                ),
-            )
-            .order_by(Review.withdrawn_at.desc())
-            .limit(1)
-        ).first()
+        # Matched in memory: a query per new file made a first gather 4x slower.
+        title_film = (meta.title, meta.film)
+        candidates = [
+            r
+            for r in self.withdrawn.get(fingerprint, []) + self.withdrawn.get(title_film, [])
+            if not r.live  # not brought back by another file in this run
+        ]
+        return max(candidates, key=lambda r: r.withdrawn_at or self.now, default=None)
 
     def _apply(
         self,
