@@ -13,6 +13,7 @@ import re
 import signal
 import socket
 import subprocess
+import threading
 import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
@@ -24,7 +25,9 @@ import pytest
 import yaml
 from sqlalchemy import func, insert, select
 
-from syndicate.delivery import OutboxTransport
+from syndicate import digest as digests
+from syndicate import pipeline
+from syndicate.delivery import OutboxTransport, open_transport
 from syndicate.delivery.ledger import letter_for, recipient_for
 from syndicate.digest.render import RenderedIssue
 from syndicate.store import Delivery, DigestIssue, Store, Subscriber, Subscription
@@ -571,3 +574,35 @@ def test_a_reader_who_unsubscribes_during_a_send_is_skipped_from_the_next_batch(
     seen = standin.recipients()
     assert leaving not in seen
     assert len(seen) == len(CSV_PEOPLE) + 3_000 - 1 and max(seen.values()) == 1
+
+
+def test_a_sender_that_loses_the_race_to_record_an_issue_sends_that_issue(
+    db_newsletter: Site, standin: StandIn
+) -> None:
+    """The other process records issue 1 while this one is drafting it: on PostgreSQL
+    this one's insert then fails on the unique (digest, number); it must take up the
+    recorded issue instead of crashing, and send it once."""
+    config = db_newsletter.config
+    now = datetime.now(UTC)
+    with Store(config.database_url) as store, store.session() as other:
+        upcoming = digests.draft(config, other, config.digest("weekly"), now)
+        assert upcoming is not None
+        digests.record(other, upcoming)  # flushed, not committed: its row is locked
+
+        outcomes: list[pipeline.DigestOutcome] = []
+
+        def send() -> None:
+            with Store(config.database_url) as mine:
+                transport = open_transport(config)
+                outcomes.append(pipeline.send_digest(config, mine, "weekly", transport, now))
+
+        racer = threading.Thread(target=send)
+        racer.start()
+        time.sleep(0.5)  # the racer drafts issue 1 too, and waits on the row
+    racer.join(timeout=60)  # the other session committed on leaving the block
+
+    assert len(outcomes) == 1 and outcomes[0].report is not None
+    assert outcomes[0].report.number == 1 and outcomes[0].report.complete
+    assert set(standin.recipients()) == set(EXAMPLE_READERS)
+    with Store(config.database_url) as store, store.session() as session:
+        assert session.scalar(select(func.count()).select_from(DigestIssue)) == 1

@@ -11,6 +11,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
+from sqlalchemy.exc import IntegrityError
+
 from syndicate import digest as digests
 from syndicate import feeds, sources, subscribers
 from syndicate.config import Config
@@ -46,14 +48,24 @@ def send_digest(
     """
     now = now or datetime.now(UTC)
     digest = config.digest(name)
-    with store.session() as session:
-        if digests.unfinished_issue(session, name) is None and not subscribers.has_active(
-            session, name
-        ):
-            # An issue to nobody would use up the new reviews: they wait for a first reader.
-            return DigestOutcome(name, None, "no active subscribers yet; no issue sent")
-        issue = digests.issue_to_send(config, session, digest, now)
-        issue_id = issue.id if issue is not None else None
+    for attempt in (1, 2):
+        try:
+            with store.session() as session:
+                if digests.unfinished_issue(session, name) is None and not subscribers.has_active(
+                    session, name
+                ):
+                    # An issue to nobody would use up the new reviews: they wait for a reader.
+                    return DigestOutcome(name, None, "no active subscribers yet; no issue sent")
+                issue = digests.issue_to_send(config, session, digest, now)
+                issue_id = issue.id if issue is not None else None
+            break
+        except IntegrityError:
+            # Another sender recorded the same new issue a moment before us (two `digest
+            # send` started together on PostgreSQL): work on that one; its claim decides
+            # who sends it.
+            if attempt == 2:
+                raise
+            log.info("digest %s: another process recorded the issue first; using it", name)
     if issue_id is None:
         log.info("digest %s: nothing new; no issue", name)
         return DigestOutcome(name, None)
