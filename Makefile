@@ -30,9 +30,13 @@ demo: $(STAMP)
 	$(BIN)/syndicate run --once
 	$(BIN)/syndicate digest status weekly
 	@echo
-	@echo "Feeds:   public/feed.xml (RSS 2.0), public/atom.xml (Atom), public/tags/<tag>/"
+	@echo "Feeds:   public/feed.xml (RSS 2.0), public/atom.xml (Atom), public/feed.json (JSON Feed),"
+	@echo "         public/tags/<tag>/, archives in public/history/<n>/"
+	@echo "Pages:   public/archive/ (past issues, as linked from each email)"
 	@echo "Emails:  var/outbox/*.eml (open one in a mail client, or run:"
 	@echo "         $(BIN)/syndicate digest preview weekly --output var/preview  after adding a review)"
+	@echo "Web:     SYNDICATE_SECRET=$(SYNDICATE_SECRET) $(BIN)/syndicate serve, then open"
+	@echo "         http://127.0.0.1:8000/subscribe (the emails' links point there too)"
 	@echo "Next:    $(BIN)/syndicate --help"
 
 lint: $(STAMP)
@@ -44,10 +48,12 @@ docs: $(STAMP)
 
 test: $(STAMP) lint
 	$(BIN)/cog --check docs/cli.md
+	sh tests/setup/browser.sh
 	$(BIN)/python -m pytest -n 2 --durations=10
 
 bench: $(STAMP)
 	$(BIN)/python bench/run.py
+	$(BIN)/python bench/feeds_at_scale.py
 	$(BIN)/python bench/send_at_scale.py
 
 clean:

@@ -1,4 +1,4 @@
-"""The RSS and Atom feeds, as feed readers and web servers see them.
+"""The RSS, Atom and JSON feeds, as feed readers and web servers see them.
 
 Feeds are built with `syndicate run --once` or `syndicate gather` + `syndicate feeds` on
 a temporary copy of the example site; feedparser (what many reader apps use) and lxml
@@ -7,6 +7,7 @@ read the files, and the store is the truth they are compared with.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 from datetime import UTC, datetime
@@ -51,17 +52,30 @@ def live_reviews(site: Site) -> list[Review]:
 
 
 def parse(path: Path) -> feedparser.FeedParserDict:
+    assert path.suffix == ".xml", "feedparser 6.0 reads RSS and Atom; see load_json"
     parsed = feedparser.parse(path.read_bytes())
     assert parsed.bozo == 0, f"{path}: {parsed.get('bozo_exception')}"
     return parsed
 
 
+def load_json(path: Path) -> dict:
+    feed = json.loads(path.read_bytes())
+    assert feed["version"] == "https://jsonfeed.org/version/1.1"
+    return feed
+
+
 def ids(path: Path) -> list[str]:
+    if path.suffix == ".json":
+        return [item["id"].removeprefix(ID_PREFIX) for item in load_json(path)["items"]]
     return [entry.id.removeprefix(ID_PREFIX) for entry in parse(path).entries]
 
 
+FEED_NAMES = {"feed.xml", "atom.xml", "feed.json"}
+
+
 def feed_files(site: Site) -> list[Path]:
-    return sorted(p for p in site.public.rglob("*") if p.is_file())
+    """The feed documents (the output folder also holds the pages, syndicate.pages)."""
+    return sorted(p for p in site.public.rglob("*") if p.name in FEED_NAMES and p.is_file())
 
 
 def snapshot(site: Site) -> dict[Path, tuple[int, bytes]]:
@@ -110,9 +124,14 @@ def test_every_feed_parses_cleanly_after_a_run(site: Site) -> None:
     site.cli("run", "--once")
 
     files = feed_files(site)
-    assert site.public / "feed.xml" in files and site.public / "atom.xml" in files
-    assert len(files) > 20  # the site feeds and two per tag
+    for name in ("feed.xml", "atom.xml", "feed.json"):
+        assert site.public / name in files
+        assert site.public / "history" / "1" / name in files
+    assert len(files) > 60  # the site feeds, three per tag, and their archive pages
     for path in files:
+        if path.name == "feed.json":
+            assert load_json(path)["items"]
+            continue
         parsed = parse(path)
         assert parsed.version == ("rss20" if path.name == "feed.xml" else "atom10")
         assert parsed.entries
@@ -143,6 +162,19 @@ def test_entries_match_the_store_newest_first_up_to_feeds_items(site: Site) -> N
 
         # Tag feeds are limited the same way: four reviews are tagged drama.
         assert len(ids(site.public / "tags" / "drama" / name)) == 3
+
+    items = load_json(site.public / "feed.json")["items"]
+    assert [i["id"] for i in items] == [f"{ID_PREFIX}{r.id}" for r in expected]
+    for item, review in zip(items, expected, strict=True):
+        assert item["title"] == review.title
+        assert item["url"] == review.url
+        assert datetime.fromisoformat(item["date_published"]) == review.published
+        assert datetime.fromisoformat(item["date_modified"]) == review.updated
+        assert item["summary"] == review.summary
+        assert item["content_html"] == review.body_html
+        assert item["tags"] == review.tags
+        assert item["authors"] == [{"name": review.author}]
+    assert len(ids(site.public / "tags" / "drama" / "feed.json")) == 3
 
 
 def test_atom_has_the_required_elements(site: Site) -> None:
@@ -274,17 +306,16 @@ def test_an_edit_rewrites_only_the_feeds_it_appears_in(site: Site) -> None:
     edit(site.reviews / "man-on-wire.md", "gripping caper", "gripping, sly caper")
     output = build(site)
 
+    # Its feeds, and the archive page of each that holds it: nothing else.
     affected = {
-        "feed.xml",
-        "atom.xml",
-        "tags/documentary/feed.xml",
-        "tags/documentary/atom.xml",
-        "tags/true-story/feed.xml",
-        "tags/true-story/atom.xml",
+        f"{folder}{page}{name}"
+        for folder in ("", "tags/documentary/", "tags/true-story/")
+        for page in ("", "history/1/")
+        for name in ("feed.xml", "atom.xml", "feed.json")
     }
     assert rewritten(site) == affected
     assert written_by(output) == affected
-    assert f"6 feed file(s) written, {len(feed_files(site)) - 6} unchanged" in output
+    assert f"18 feed file(s) written, {len(feed_files(site)) - 18} unchanged" in output
     entry = next(
         e
         for e in parse(site.public / "tags/documentary/atom.xml").entries
@@ -303,13 +334,14 @@ def test_each_tag_has_its_own_feeds_and_spellings_share_one(site: Site) -> None:
 
     slugs = {re.sub(r"[^a-z0-9]+", "-", tag.lower()) for r in reviews for tag in r.tags}
     assert {p.name for p in (site.public / "tags").iterdir()} == slugs
-    for slug in slugs:
+    for slug in sorted(slugs):
         tagged = [
             r.id
             for r in reviews
             if slug in {re.sub(r"[^a-z0-9]+", "-", tag.lower()) for tag in r.tags}
         ]
         assert ids(site.public / "tags" / slug / "feed.xml") == tagged
+        assert ids(site.public / "tags" / slug / "feed.json") == tagged
         atom = parse(site.public / "tags" / slug / "atom.xml")
         assert [e.id.removeprefix(ID_PREFIX) for e in atom.entries] == tagged
         self_link = next(link.href for link in atom.feed.links if link.rel == "self")
@@ -330,7 +362,7 @@ def test_a_deleted_review_leaves_its_tag_feeds(site: Site) -> None:
     build(site)
 
     # Past Lives was the only romance: the feed stays, empty, rather than showing it forever.
-    for name in ("feed.xml", "atom.xml"):
+    for name in ("feed.xml", "atom.xml", "feed.json"):
         assert ids(site.public / "tags" / "romance" / name) == []
         assert "past-lives" not in ids(site.public / "tags" / "korean-cinema" / name)
         assert "past-lives" not in ids(site.public / "tags" / "drama" / name)
@@ -343,7 +375,9 @@ def test_a_tag_removed_from_a_review_leaves_that_tag_feed(site: Site) -> None:
     edit(site.reviews / "man-on-wire.md", "tags: [documentary, true-story]", "tags: [documentary]")
     build(site)
 
-    for name in ("feed.xml", "atom.xml"):
+    for name in ("feed.xml", "atom.xml", "feed.json"):
         assert ids(site.public / "tags" / "romance" / name) == []
         assert ids(site.public / "tags" / "true-story" / name) == []
+        # Its archive page no longer shows it either.
+        assert ids(site.public / "tags" / "romance" / "history" / "1" / name) == []
         assert "past-lives" in ids(site.public / "tags" / "drama" / name)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import re
+import string
 from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -148,11 +149,131 @@ class FilesSource(Section):
 Source = Annotated[FilesSource, Field(discriminator="type")]
 
 
+FeedFormat = Literal["rss", "atom", "json"]
+FeedKind = Literal["tag", "author", "source", "featured"]
+_FEED_TEMPLATE_FIELDS = {"site", "value"}
+
+
+def _check_hub_url(url: str) -> str:
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise ValueError(f"expected an absolute http(s) URL, got {url!r}")
+    return url  # as given: a hub's endpoint may or may not end in "/"
+
+
+def _check_feed_text(text: str) -> str:
+    for _, field, _, _ in string.Formatter().parse(text):
+        if field is not None and field not in _FEED_TEMPLATE_FIELDS:
+            raise ValueError(f"unknown placeholder {{{field}}}; use {{site}} or {{value}}")
+    return text
+
+
+FeedText = Annotated[str, AfterValidator(_check_feed_text)]
+
+
+class ExtraFeed(Section):
+    """A named feed, or a family of feeds (one per tag, author or source)."""
+
+    name: Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_-]*$")]
+    kind: FeedKind
+    # Where its files go under feeds.output, e.g. "critics/{slug}/"; {slug} is the tag,
+    # author or source as a URL segment. Part of each feed's URL: changing it moves feeds.
+    folder: str
+    title: FeedText | None = None  # {site} is the site's title, {value} the tag/author/source
+    description: FeedText | None = None
+
+    @model_validator(mode="after")
+    def _folder(self) -> ExtraFeed:
+        folder = self.folder.strip()
+        if not folder.endswith("/"):
+            folder += "/"
+        parts = folder.rstrip("/").split("/")
+        if folder.startswith("/") or "://" in folder or any(p in ("", ".", "..") for p in parts):
+            raise _conflict(
+                ("folder",),
+                f"expected a folder such as critics/{{slug}}/ under feeds.output, got {self.folder!r}",
+            )
+        if parts[0] in ("history", "archive"):
+            # history/ holds the site feed's archive pages, archive/ the digests' issue pages.
+            raise _conflict(("folder",), f"{parts[0]}/ is taken; choose another folder")
+        per_value = self.kind != "featured"
+        if per_value and folder.count("{slug}") != 1:
+            raise _conflict(
+                ("folder",),
+                f"a {self.kind} feed needs {{slug}} once in its folder, e.g. {self.kind}s/{{slug}}/",
+            )
+        if not per_value and "{" in folder:
+            raise _conflict(("folder",), "a featured feed is one feed: its folder takes no {slug}")
+        object.__setattr__(self, "folder", folder)
+        return self
+
+
+class ArchiveConfig(Section):
+    enabled: bool = True
+    # Reviews per archive page; at most feeds.items, so the newest (still filling) page
+    # never holds a review the subscription feed does not. Default: feeds.items.
+    page_size: int | None = Field(default=None, ge=1, le=1000)
+
+
+class WebSubConfig(Section):
+    hubs: list[Annotated[str, AfterValidator(_check_hub_url)]] = []
+    # Seconds, in all, that the pings after a build may take; the build never waits longer.
+    timeout: float = Field(default=10, gt=0, le=120)
+    retries: int = Field(default=3, ge=0, le=10)  # retries of a ping that failed for now
+    max_backoff: float = Field(default=2, gt=0)  # seconds between two retries at most
+
+
 class FeedsConfig(Section):
     output: Path = Path("public")
     items: int = Field(default=20, ge=1, le=1000)
-    formats: list[Literal["rss", "atom"]] = ["rss", "atom"]
+    formats: list[FeedFormat] = ["rss", "atom", "json"]
     per_tag: bool = True
+    extra: list[ExtraFeed] = []
+    archive: ArchiveConfig = ArchiveConfig()
+    websub: WebSubConfig = WebSubConfig()
+    # The site's web root on disk, to give poster enclosures their length; optional.
+    media_root: Path | None = None
+    # What the last build wrote, so the next renders only the documents that changed.
+    state: Path = Path("var/feeds-state.json")
+
+    @model_validator(mode="after")
+    def _checks(self) -> FeedsConfig:
+        names = [feed.name for feed in self.extra]
+        folders = ["tags/{slug}/"] if self.per_tag else []
+        for index, feed in enumerate(self.extra):
+            if feed.name in names[:index]:
+                raise _conflict(
+                    ("extra", index, "name"),
+                    f"feed names must be unique; {feed.name!r} is repeated",
+                )
+            if feed.folder in folders:
+                raise _conflict(
+                    ("extra", index, "folder"),
+                    f"{feed.folder!r} is already used by another feed (per_tag uses tags/{{slug}}/)",
+                )
+            folders.append(feed.folder)
+        if self.archive.page_size is not None and self.archive.page_size > self.items:
+            raise _conflict(
+                ("archive", "page_size"),
+                f"expected at most feeds.items ({self.items}), so the newest archive page "
+                "holds nothing the subscription feed does not",
+            )
+        return self
+
+    @property
+    def page_size(self) -> int:
+        return self.archive.page_size or self.items
+
+
+class PagesConfig(Section):
+    """The static web pages written into feeds.output beside the feeds."""
+
+    # A page per digest issue at archive/<digest>/<number>/ (the emails' "view in
+    # browser" link), and archive/ and archive/<digest>/ indexes of them.
+    archive: bool = True
+    # A page per review at its link (sources' `link`, under site.url), for sites whose
+    # reviews have no other home on the web (a folder of Markdown files).
+    review_pages: bool = False
 
 
 FeaturedStrategy = Literal["editors_pick", "highest_rated", "newest"]
@@ -225,6 +346,16 @@ class ServerConfig(Section):
     base_url: AbsoluteUrl | None = None
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=1, le=65535)
+    # `syndicate run` also serves the web side, beside the scheduler.
+    enabled: bool = False
+    # Days a confirmation link stays valid.
+    confirm_days: int = Field(default=7, ge=1, le=90)
+    # Sign-ups accepted per hour from one address, and from one client IP.
+    signups_per_address: int = Field(default=3, ge=1)
+    signups_per_ip: int = Field(default=20, ge=1)
+    # Behind a reverse proxy: take the client IP from X-Forwarded-For (only then: a
+    # client could otherwise claim any address and dodge the limit).
+    trust_proxy: bool = False
 
 
 class JobSchedule(Section):
@@ -267,6 +398,7 @@ class Config(Section):
     database: DatabaseConfig = DatabaseConfig()
     sources: list[Source] = []
     feeds: FeedsConfig = FeedsConfig()
+    pages: PagesConfig = PagesConfig()
     digests: list[DigestConfig] = []
     delivery: DeliveryConfig
     server: ServerConfig = ServerConfig()
@@ -284,6 +416,13 @@ class Config(Section):
             if name in names[:index]:
                 raise _conflict(
                     ("digests", index, "name"), f"digest names must be unique; {name!r} is repeated"
+                )
+            if name.isdigit() and self.pages.archive and self.feeds.archive.enabled:
+                # archive/<digest>/ holds its issue pages; archive/<n>/ is a feed archive page.
+                raise _conflict(
+                    ("digests", index, "name"),
+                    f"a digest name must not be only digits ({name!r}): archive/{name}/ "
+                    f"is also where the feeds' archive page {name} goes",
                 )
         unknown = [name for name in self.schedules.digests if name not in names]
         if unknown:

@@ -21,6 +21,7 @@ from mjml import mjml2html
 
 from syndicate.config import Config, DigestConfig
 from syndicate.digest.selection import RelatedLink, Selection
+from syndicate.feeds.discovery import feed_links
 from syndicate.store import Review
 
 log = logging.getLogger(__name__)
@@ -107,6 +108,8 @@ def context(
         "featured": selection.featured if selection else None,
         "related": selection.related if selection else [],
         "others": selection.others if selection else [],
+        # The site's feeds, for <link rel="alternate"> autodiscovery in the page's head.
+        "feeds": feed_links(config),
         "subscriber": _Placeholders(),
         "links": _Placeholders(),
     }

@@ -1,116 +1,182 @@
-"""Publishing RSS 2.0 and Atom feeds: the site feed and one per tag."""
+"""Publishing the feeds: RSS 2.0, Atom and JSON Feed, for the site, each tag and each extra
+feed in the YAML, each with RFC 5005 archive pages; then WebSub pings for what changed.
+
+A build plans every document from light rows (catalog), skips those whose fingerprint and
+file are as the last build left them (state), renders the rest from full rows (items and
+one module per format), and writes a file only when its bytes changed.
+"""
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections import deque
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import cache
 from pathlib import Path
 
-from sqlalchemy import select
-
-from syndicate.config import Config
-from syndicate.feeds.documents import FeedSpec, render
+from syndicate import __version__
+from syndicate.config import Config, FeedFormat
+from syndicate.feeds.atom import render_atom
+from syndicate.feeds.catalog import Entry, Planned, load_entries, plan_documents, plan_feeds
+from syndicate.feeds.discovery import FeedLink, feed_links
+from syndicate.feeds.items import load_items
+from syndicate.feeds.jsonfeed import render_json
+from syndicate.feeds.model import FILENAMES, Document, FeedSpec, review_id_uri
+from syndicate.feeds.rss import render_rss
+from syndicate.feeds.state import BuildState, fingerprint
+from syndicate.feeds.websub import PingReport, publish
 from syndicate.output import write_if_changed
-from syndicate.sources.content import slugify
-from syndicate.store import Review, ReviewTag, Store
+from syndicate.store import Store
 
 log = logging.getLogger(__name__)
 
-__all__ = ["FeedReport", "build_feeds", "feed_specs"]
+__all__ = [
+    "FILENAMES",
+    "FeedLink",
+    "FeedReport",
+    "FeedSpec",
+    "build_feeds",
+    "feed_links",
+    "review_id_uri",
+]
 
-FILENAMES = {"rss": "feed.xml", "atom": "atom.xml"}
+WRITERS = 4
+BATCH_ITEMS = 20_000  # reviews held in memory at once while rendering
+Job = tuple[Planned, str, list[FeedFormat]]  # a document, its fingerprint, formats to write
+# A write in flight: whether it wrote, the file, its fingerprint, subscription?, items.
+Pending = tuple["Future[bool]", str, str, bool, int]
+
+RENDERERS: dict[FeedFormat, Callable[[Config, Document], bytes]] = {
+    "rss": render_rss,
+    "atom": render_atom,
+    "json": render_json,
+}
+
+
+@cache
+def _code_fingerprint() -> str:
+    """This package's own source: a new syndicate version renders every document again."""
+    return fingerprint(p.read_text(encoding="utf-8") for p in sorted(PACKAGE.glob("*.py")))
+
+
+PACKAGE = Path(__file__).parent
 
 
 @dataclass
 class FeedReport:
     written: list[Path] = field(default_factory=list)
     unchanged: list[Path] = field(default_factory=list)
+    pings: PingReport | None = None
 
     def summary(self) -> str:
-        return f"{len(self.written)} feed file(s) written, {len(self.unchanged)} unchanged"
+        text = f"{len(self.written)} feed file(s) written, {len(self.unchanged)} unchanged"
+        return text + (f"; {self.pings.summary()}" if self.pings else "")
 
 
-def feed_specs(
-    config: Config, tags: list[str], published_folders: Iterable[str] = ()
-) -> list[FeedSpec]:
-    """The site feed and one feed per tag folder.
-
-    `published_folders` are tag folders that already hold feed files: one whose tag no
-    review has any more gets an empty feed, rather than a stale file that keeps showing
-    the reviews that dropped the tag.
-    """
-    site = config.site
-    specs = [FeedSpec(key="site", title=site.title, description=site.description, folder="")]
-    if config.feeds.per_tag:
-        # Spellings that share a folder ("Drama", "drama") share one feed; otherwise each
-        # would overwrite the other's file on every build.
-        by_folder: dict[str, list[str]] = {}
-        for tag in sorted(tags):
-            by_folder.setdefault(slugify(tag), []).append(tag)
-        for folder in published_folders:
-            by_folder.setdefault(folder, [folder])
-        for folder, spellings in sorted(by_folder.items()):
-            tag = spellings[0]
-            specs.append(
-                FeedSpec(
-                    # The folder, not a spelling: the feed keeps its id when a review
-                    # brings a new spelling ("Drama") into an existing feed ("drama").
-                    key=f"tag:{folder}",
-                    title=f"{site.title}: {tag}",
-                    description=f"Reviews tagged {tag} on {site.title}",
-                    folder=f"tags/{folder}/",
-                    tag=tag,
-                    spellings=tuple(spellings),
-                )
-            )
-    return specs
-
-
-def published_tag_folders(output: Path) -> list[str]:
-    """Tag folders under the output that hold a feed file from an earlier build."""
-    return sorted(
-        {
-            path.parent.name
-            for name in FILENAMES.values()
-            for path in (output / "tags").glob(f"*/{name}")
-            if slugify(path.parent.name) == path.parent.name
-        }
+def settings_fingerprint(config: Config) -> str:
+    """Everything besides the reviews that the documents' bytes depend on."""
+    return fingerprint(
+        [
+            f"{__version__}/{_code_fingerprint()}",
+            config.site.model_dump_json(),
+            config.feeds.model_dump_json(exclude={"output", "state"}),
+        ]
     )
 
 
 def build_feeds(config: Config, store: Store, now: datetime | None = None) -> FeedReport:
-    """Write every feed file under feeds.output; leave unchanged files untouched."""
+    """Write every feed document under feeds.output; leave unchanged files untouched."""
     now = now or datetime.now(UTC)
     output = config.resolve(config.feeds.output)
+    state = BuildState(config.resolve(config.feeds.state), settings_fingerprint(config))
     report = FeedReport()
+    todo: list[Job] = []
     with store.session() as session:
-        visible = (Review.withdrawn_at.is_(None), Review.published <= now)
-        # Tags of withdrawn reviews too: a tag whose last review was deleted gets an empty
-        # feed, rather than a stale file that keeps showing the deleted review.
-        tags = session.scalars(
-            select(ReviewTag.tag)
-            .join(Review)
-            .where(Review.published <= now)
-            .distinct()
-            .order_by(ReviewTag.tag)
-        ).all()
-        for spec in feed_specs(config, list(tags), published_tag_folders(output)):
-            query = select(Review).where(*visible)
-            if spec.tag is not None:
-                spellings = spec.spellings or (spec.tag,)
-                query = query.where(Review.tag_rows.any(ReviewTag.tag.in_(spellings)))
-            reviews = session.scalars(
-                query.order_by(Review.published.desc(), Review.id).limit(config.feeds.items)
-            ).all()
-            for kind in config.feeds.formats:
-                path = output / spec.folder / FILENAMES[kind]
-                url = f"{config.site.url}{spec.folder}{FILENAMES[kind]}"
-                content = render(kind, config, spec, url, list(reviews))
-                if write_if_changed(path, content):
-                    report.written.append(path)
-                    log.info("wrote %s (%d items)", path, len(reviews))
+        entries = load_entries(session, now)
+    root = str(output)
+    for feed in plan_feeds(config, entries, output):
+        for planned in plan_documents(config, feed, output):
+            print_ = planned.fingerprint()
+            stale = []
+            for fmt in config.feeds.formats:
+                relative = f"{planned.folder}{FILENAMES[fmt]}"
+                if state.fresh(relative, print_, f"{root}/{relative}"):
+                    report.unchanged.append(output / relative)
                 else:
-                    report.unchanged.append(path)
+                    stale.append(fmt)
+            if stale:
+                todo.append((planned, print_, stale))
+
+    # Documents whose reviews appeared at about the same time go together (an archive
+    # page of the site feed, the tag pages of the same weeks), so that each batch below
+    # loads few reviews that another batch loads again.
+    todo.sort(key=lambda job: min((e.order for e in job[0].entries), default=-1))
+    hubs = tuple(config.feeds.websub.hubs)
+    changed_feeds: list[str] = []
+
+    def finish(pending: Pending) -> None:
+        written, relative, print_, subscription, count = pending
+        path = output / relative
+        if written.result():
+            report.written.append(path)
+            log.info("wrote %s (%d items)", path, count)
+            if subscription:
+                changed_feeds.append(f"{config.site.url}{relative}")
+        else:
+            report.unchanged.append(path)
+        state.record(relative, print_, path)
+
+    # Rendering needs the CPU; each write ends in an fsync that waits on the disk. A few
+    # writer threads overlap the two (a full build writes tens of thousands of files).
+    # The queue is bounded, so only a few rendered documents are held in memory at once.
+    queue: deque[Pending] = deque()
+    with ThreadPoolExecutor(max_workers=WRITERS, thread_name_prefix="feeds-write") as pool:
+        for batch, wanted in batches(todo):
+            # A short transaction per batch: SQLite's is a write lock here (BEGIN
+            # IMMEDIATE), which gathering and sending must not wait on for a whole build.
+            with store.session() as session:
+                items = load_items(config, session, wanted)
+            for planned, print_, formats in batch:
+                document = Document(
+                    planned.spec,
+                    # A review deleted from the database since planning is left out.
+                    [items[e.id] for e in planned.entries if e.id in items],
+                    planned.page,
+                    planned.pages,
+                    hubs if planned.page is None else (),  # subscriptions, not archives
+                )
+                for fmt in formats:
+                    relative = f"{planned.folder}{FILENAMES[fmt]}"
+                    content = RENDERERS[fmt](config, document)
+                    written = pool.submit(write_if_changed, output / relative, content)
+                    subscription = planned.page is None
+                    queue.append((written, relative, print_, subscription, len(document.items)))
+                    if len(queue) > 4 * WRITERS:
+                        finish(queue.popleft())
+        while queue:
+            finish(queue.popleft())
+    state.save()
+    if hubs and changed_feeds:
+        report.pings = publish(config.feeds.websub, changed_feeds)
     return report
+
+
+def batches(todo: list[Job]) -> Iterator[tuple[list[Job], dict[str, Entry]]]:
+    """The documents to render, in groups that show at most about BATCH_ITEMS reviews.
+
+    Only one group's reviews are in memory at a time: a full build of 100,000 reviews
+    would otherwise hold every one of them, HTML and all, until the end.
+    """
+    batch: list[Job] = []
+    wanted: dict[str, Entry] = {}
+    for job in todo:
+        batch.append(job)
+        wanted.update((entry.id, entry) for entry in job[0].entries)
+        if len(wanted) >= BATCH_ITEMS:
+            yield batch, wanted
+            batch, wanted = [], {}
+    if batch:
+        yield batch, wanted
