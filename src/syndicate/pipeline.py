@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 from sqlalchemy.exc import IntegrityError
 
 from syndicate import digest as digests
-from syndicate import feeds, sources, subscribers
+from syndicate import feeds, pages, sources, subscribers
 from syndicate.config import Config
 from syndicate.delivery import Sender, SendReport, Transport, open_transport
 from syndicate.store import Store
@@ -69,6 +69,7 @@ def send_digest(
     if issue_id is None:
         log.info("digest %s: nothing new; no issue", name)
         return DigestOutcome(name, None)
+    pages.publish_archive(config, store)  # "View in your browser" works from the first email
     sender = Sender(config, store, transport)
     total = sender.remaining(issue_id)
     done = 0
@@ -89,6 +90,7 @@ class RunReport:
     gathered: sources.GatherReport
     feeds: feeds.FeedReport
     digests: list[DigestOutcome] = field(default_factory=list)
+    pages: pages.PagesReport | None = None
 
     @property
     def ok(self) -> bool:
@@ -109,4 +111,5 @@ def run_once(config: Config, store: Store, now: datetime | None = None) -> RunRe
             report.digests.append(send_digest(config, store, digest.name, transport, now))
     finally:
         transport.close()
+    report.pages = pages.build_pages(config, store)
     return report

@@ -9,6 +9,7 @@ from syndicate import config as configuration
 from syndicate import pipeline
 from syndicate.delivery import IssueBusy, TransportUnavailable, open_transport
 from syndicate.feeds import build_feeds
+from syndicate.pages import build_pages
 from syndicate.sources import gather
 from syndicate.store import Store
 
@@ -23,12 +24,14 @@ def gather_job(config_path: str) -> None:
         if report.changed:
             # Readers should not wait for the next feeds run to see a new review.
             log.info("feeds: %s", build_feeds(config, store).summary())
+            log.info("pages: %s", build_pages(config, store).summary())
 
 
 def feeds_job(config_path: str) -> None:
     config = configuration.load(config_path)
     with Store(config.database_url) as store:
         log.info("feeds: %s", build_feeds(config, store).summary())
+        log.info("pages: %s", build_pages(config, store).summary())
 
 
 def digest_job(config_path: str, name: str) -> None:
