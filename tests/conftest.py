@@ -20,6 +20,9 @@ from click.testing import CliRunner, Result
 from syndicate import config as configuration
 from syndicate.cli import cli
 
+# Real-browser fixtures (`browser`, `serve`, `window_size`): see tests/browser.py.
+pytest_plugins = ["tests.browser"]
+
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE_REVIEWS = ROOT / "examples" / "site" / "reviews"
 EXAMPLE_SUBSCRIBERS = ROOT / "examples" / "site" / "subscribers.csv"

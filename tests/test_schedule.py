@@ -39,7 +39,7 @@ from syndicate.store import Store
 from tests.conftest import Site
 
 LONDON = ZoneInfo("Europe/London")
-WAIT = 5.0  # seconds: the longest any test waits for a job
+WAIT = 15.0  # seconds: the longest any test waits for a job (generous: CI machines are busy)
 
 
 def set_schedules(site: Site, schedules: str) -> None:

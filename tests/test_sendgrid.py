@@ -543,7 +543,7 @@ def test_two_senders_started_together_send_each_subscriber_once(
     """Two terminals (or the scheduler and a person) run `digest send` at the same moment:
     one sends, the other says who is sending and stops; nobody gets the issue twice."""
     everyone = set(CSV_PEOPLE) - {"tom@example.com"} | set(add_readers(db_newsletter, 3_000))
-    standin.add_faults(*[{"delay": 0.2}] * 4)  # the first requests linger: the runs overlap
+    standin.add_faults(*[{"delay": 1.0}] * 4)  # the first requests linger: the runs overlap
     senders = [syndicate(db_newsletter, "digest", "send", "weekly") for _ in range(2)]
     outputs = [sender.communicate(timeout=120)[0] for sender in senders]
 

@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+from collections.abc import Sequence
+from datetime import timedelta
 from functools import cached_property, lru_cache
 from typing import Literal
 
-from itsdangerous import BadData, Signer
+from itsdangerous import BadData, SignatureExpired, Signer, TimestampSigner
 from itsdangerous.signer import HMACAlgorithm
 
 Purpose = Literal["unsubscribe", "preferences", "confirm"]
@@ -61,3 +63,36 @@ def read_token(secret: str, purpose: Purpose, token: str) -> int:
     if not value.isdigit():
         raise InvalidToken(f"this {purpose} link is not valid")
     return int(value)
+
+
+class ExpiredToken(InvalidToken):
+    """A confirmation link older than its limit: the reader signs up again."""
+
+
+@lru_cache(maxsize=4)
+def _confirm_signer(secret: str) -> TimestampSigner:
+    return TimestampSigner(secret, salt="syndicate.confirm")
+
+
+def make_confirm_token(secret: str, subscriber_id: int, digests: Sequence[str]) -> str:
+    """A dated link that confirms `digests` for one subscriber: the digests travel in the
+    token, so an address already subscribed adds digests only by confirming them."""
+    value = f"{subscriber_id}:{','.join(digests)}"
+    return _confirm_signer(secret).sign(value).decode("ascii")
+
+
+def read_confirm_token(secret: str, token: str, max_age: timedelta) -> tuple[int, list[str]]:
+    try:
+        value = (
+            _confirm_signer(secret)
+            .unsign(token, max_age=int(max_age.total_seconds()))
+            .decode("ascii")
+        )
+    except SignatureExpired:
+        raise ExpiredToken("this confirmation link has expired") from None
+    except (BadData, UnicodeError):
+        raise InvalidToken("this confirmation link is not valid") from None
+    subscriber, _, digests = value.partition(":")
+    if not subscriber.isdigit():
+        raise InvalidToken("this confirmation link is not valid")
+    return int(subscriber), [d for d in digests.split(",") if d]

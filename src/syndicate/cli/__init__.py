@@ -21,11 +21,15 @@ from syndicate.cli.app import (
 from syndicate.cli.digest import digest
 from syndicate.cli.events import events
 from syndicate.cli.init import init
+from syndicate.cli.pages import pages_command
+from syndicate.cli.serve import serve
 from syndicate.cli.subscribers import subscribers
 from syndicate.config import format_duration, secret
 from syndicate.delivery import open_transport
+from syndicate.pages import check_problems as page_problems
 from syndicate.schedule.runner import next_runs, run_forever
 from syndicate.store.database import current_revision
+from syndicate.web.server import serve_in_background
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -67,6 +71,10 @@ def check(app: App) -> None:
     )
     for d in config.digests:
         click.echo(f"  digest:    {d.name} ({d.title})")
+    made = [("archive", config.pages.archive), ("review pages", config.pages.review_pages)]
+    click.echo(f"  pages:     {', '.join(what for what, on in made if on) or 'none'}")
+    for problem in page_problems(config):
+        click.echo(f"  warning:   {problem}", err=True)
     click.echo(f"  delivery:  {config.delivery.transport}")
     for job, when in next_runs(config):
         click.echo(
@@ -99,7 +107,11 @@ def gather(app: App) -> None:
 @cli.command("feeds")
 @pass_app
 def feeds_command(app: App) -> None:
-    """Write the RSS and Atom feeds; files whose content did not change are left alone."""
+    """Write every feed (RSS 2.0, Atom, JSON Feed) and its archive pages (RFC 5005).
+
+    Documents whose items did not change are not rewritten, so their files, dates and
+    ETags stay put; hubs (feeds.websub) are pinged for the feeds that changed.
+    """
     with app.store() as store:
         report = feeds.build_feeds(app.config, store)
     click.echo(f"Feeds: {report.summary()}.")
@@ -128,8 +140,20 @@ def run(app: App, once: bool) -> None:
                 open_transport(config).close()
         with app.store():  # applies migrations before the scheduler touches the database
             pass
+        server = None
+        if config.server.enabled:
+            with friendly_errors():
+                try:
+                    server, _ = serve_in_background(config)
+                except OSError as exc:
+                    raise click.ClickException(str(exc)) from None
+            click.echo(f"syndicate: web side at http://{config.server.host}:{config.server.port}/")
         click.echo(f"syndicate: scheduler running with {show_path(config.path)}; Ctrl-C stops it.")
-        run_forever(config)
+        try:
+            run_forever(config)
+        finally:
+            if server is not None:
+                server.should_exit = True
         return
     with app.store() as store, friendly_errors():
         report = pipeline.run_once(config, store)
@@ -138,6 +162,10 @@ def run(app: App, once: bool) -> None:
     for error in report.gathered.errors:
         click.echo(f"  error: {error}", err=True)
     click.echo(f"Feeds:    {report.feeds.summary()} in {show_path(output)}/")
+    if report.pages is not None:
+        click.echo(f"Pages:    {report.pages.summary()}")
+        for problem in report.pages.problems:
+            click.echo(f"  warning: {problem}", err=True)
     for outcome in report.digests:
         click.echo(f"Digest:   {outcome.summary()}")
     if config.delivery.transport == "outbox":
@@ -185,6 +213,8 @@ cli.add_command(digest)
 cli.add_command(events)
 cli.add_command(subscribers)
 cli.add_command(init)
+cli.add_command(pages_command)
+cli.add_command(serve)
 
 
 def main() -> None:

@@ -109,19 +109,20 @@ def sync_jobs(scheduler: BackgroundScheduler, config: Config) -> None:
 def run_forever(config: Config, stop: threading.Event | None = None) -> None:
     """Run the jobs until SIGINT or SIGTERM (or `stop` is set); let a running job finish."""
     stop = stop or threading.Event()
-    scheduler = build_scheduler(config)
-    scheduler.start(paused=True)
-    sync_jobs(scheduler, config)
-    for job in scheduler.get_jobs():
-        log.info("job %s: next run %s", job.id, job.next_run_time)
 
     def on_signal(signum: int, _frame: object) -> None:
         log.info("received signal %d; stopping after the running job", signum)
         stop.set()
 
+    # Before anything else: a stop asked for during start-up is a clean stop too.
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, on_signal)
         signal.signal(signal.SIGINT, on_signal)
+    scheduler = build_scheduler(config)
+    scheduler.start(paused=True)
+    sync_jobs(scheduler, config)
+    for job in scheduler.get_jobs():
+        log.info("job %s: next run %s", job.id, job.next_run_time)
     scheduler.resume()
     try:
         stop.wait()

@@ -1,0 +1,419 @@
+"""The reader's web side over HTTP: every route, the way a browser or a mail client uses it.
+
+Each test drives the Starlette app with httpx (Starlette's TestClient) against a real
+site folder and database; emails the app sends land in the site's outbox and are read
+back with Python's email package, as a reader's mail client would.
+"""
+
+from __future__ import annotations
+
+import email
+import email.policy
+import re
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from email.message import EmailMessage
+from urllib.parse import urlsplit
+
+import httpx
+import pytest
+from itsdangerous import TimestampSigner
+from sqlalchemy import select
+from starlette.testclient import TestClient
+
+from syndicate.config import MissingSecret
+from syndicate.store import Store, Subscriber
+from syndicate.tokens import make_token
+from syndicate.web import create_app
+from tests.conftest import ROOT, SECRET, Site
+
+ADA = "ada.whitfield@example.com"
+SYNDICATE = ROOT / ".venv" / "bin" / "syndicate"
+
+
+@pytest.fixture
+def client(site: Site) -> Iterator[TestClient]:
+    site.cli("gather")
+    site.cli("feeds")
+    with TestClient(create_app(site.config), base_url="https://reelnotes.example.com") as http:
+        yield http
+
+
+def messages(site: Site, prefix: str = "confirm-") -> list[EmailMessage]:
+    found = []
+    for path in sorted(site.outbox.glob(f"{prefix}*.eml"), key=lambda p: p.stat().st_mtime_ns):
+        found.append(email.message_from_bytes(path.read_bytes(), policy=email.policy.default))
+    return found  # type: ignore[return-value]
+
+
+def link(message: EmailMessage, kind: str) -> str:
+    """The path of the first `kind` link (confirm, unsubscribe, ...) in the text part."""
+    part = message.get_body(("plain",))
+    assert part is not None
+    found = re.search(rf"https?://\S+/{kind}/\S+", part.get_content())
+    assert found, f"no {kind} link in:\n{part.get_content()}"
+    return urlsplit(found.group(0)).path
+
+
+def reader(site: Site, address: str) -> Subscriber | None:
+    with Store(site.config.database_url) as store, store.session() as session:
+        return session.scalars(select(Subscriber).where(Subscriber.email == address)).first()
+
+
+def sign_up(client: TestClient, address: str, name: str = "", digest: str = "weekly") -> str:
+    response = client.post("/subscribe", data={"email": address, "name": name, "digest": digest})
+    assert response.status_code == 200, response.text
+    return response.text
+
+
+# --- subscribe and confirm ----------------------------------------------------------------
+
+
+def test_the_form_lists_the_digests_and_a_sign_up_waits_for_confirmation(
+    site: Site, client: TestClient
+) -> None:
+    form = client.get("/subscribe")
+    assert form.status_code == 200 and "text/html" in form.headers["content-type"]
+    assert 'name="email"' in form.text and "The Week in Film" in form.text
+
+    page = sign_up(client, "new.reader@example.org", "New Reader")
+    assert "Check your inbox" in page
+    pending = reader(site, "new.reader@example.org")
+    assert pending is not None and pending.status == Subscriber.PENDING
+    assert pending.digests == []  # nothing is sent before the owner confirms
+
+    (confirmation,) = messages(site)
+    assert confirmation["To"].addresses[0].addr_spec == "new.reader@example.org"
+    assert "Confirm your subscription" in str(confirmation["Subject"])
+    assert "List-Unsubscribe" not in confirmation  # not a bulk mailing
+
+    path = link(confirmation, "confirm")
+    shown = client.get(path)  # what a mail scanner fetching the link would do
+    assert shown.status_code == 200 and "Confirm my subscription" in shown.text
+    assert reader(site, "new.reader@example.org").status == Subscriber.PENDING  # type: ignore[union-attr]
+
+    done = client.post(path)
+    assert done.status_code == 200 and "You are subscribed" in done.text
+    confirmed = reader(site, "new.reader@example.org")
+    assert confirmed is not None and confirmed.status == Subscriber.ACTIVE
+    assert confirmed.digests == ["weekly"]
+
+    # Confirmed readers get the next issue.
+    site.cli("run", "--once")
+    issue = [m for m in messages(site, "weekly-") if "new.reader" in str(m["To"])]
+    assert len(issue) == 1
+
+
+def test_the_answer_is_the_same_whoever_the_address_belongs_to(
+    site: Site, client: TestClient
+) -> None:
+    site.cli("subscribers", "import", "subscribers.csv")
+    site.cli("subscribers", "add", "pending@example.org")
+    site.cli("subscribers", "remove", "pending@example.org")
+    sign_up(client, "waiting@example.org")  # pending
+
+    pages = {
+        address: sign_up(client, address).replace(address, "ADDRESS")
+        for address in ["brand.new@example.org", "waiting@example.org", ADA, "pending@example.org"]
+    }
+    assert len(set(pages.values())) == 1, "the page must not tell who is on the list"
+    # Ada stays exactly as she was until she follows the link.
+    assert reader(site, ADA).status == Subscriber.ACTIVE  # type: ignore[union-attr]
+    assert reader(site, "pending@example.org").status == Subscriber.REMOVED  # type: ignore[union-attr]
+    assert len(messages(site)) == 5  # every owner hears about it
+
+
+def test_a_bad_address_or_no_digest_shows_the_form_again_with_what_to_fix(
+    site: Site, client: TestClient
+) -> None:
+    bad = client.post("/subscribe", data={"email": "not-an-address", "digest": "weekly"})
+    assert bad.status_code == 400 and "not an email address" in bad.text
+    assert 'value="not-an-address"' in bad.text  # what was typed is kept
+    none = client.post("/subscribe", data={"email": "x@example.org"})
+    assert none.status_code == 400 and "Choose at least one" in none.text
+    unknown = client.post("/subscribe", data={"email": "x@example.org", "digest": "nosuch"})
+    assert unknown.status_code == 400
+    assert messages(site) == [] and reader(site, "x@example.org") is None
+
+
+def test_sign_ups_are_limited_per_address_and_per_ip(site: Site, client: TestClient) -> None:
+    for _ in range(3):
+        sign_up(client, "flood@example.org")
+    fourth = client.post("/subscribe", data={"email": "flood@example.org", "digest": "weekly"})
+    assert fourth.status_code == 429 and "try again later" in fourth.text
+    assert len(messages(site)) == 3
+
+    for n in range(16):  # 20 an hour from one IP; 4 used above
+        sign_up(client, f"someone{n}@example.org")
+    over = client.post("/subscribe", data={"email": "last@example.org", "digest": "weekly"})
+    assert over.status_code == 429
+
+
+def test_forged_expired_and_cross_purpose_confirmation_links_are_refused(
+    site: Site, client: TestClient
+) -> None:
+    sign_up(client, "new.reader@example.org")
+    path = link(messages(site)[0], "confirm")
+    token = path.rsplit("/", 1)[1]
+
+    middle = len(path) - 5  # inside the signature (its last character carries spare bits)
+    forged = client.post(path[:middle] + ("A" if path[middle] != "A" else "B") + path[middle + 1 :])
+    assert forged.status_code == 400 and "not valid" in forged.text
+    own_id, _, rest = token.partition(":")
+    other = client.post(path.replace(token, f"{int(own_id) + 1}:{rest}"))
+    assert other.status_code == 400  # the id changed, the signature did not
+    unsubscribe_token = make_token(SECRET, "unsubscribe", 1)
+    assert client.post(f"/confirm/{unsubscribe_token}").status_code == 400
+
+    subscriber = reader(site, "new.reader@example.org")
+    assert subscriber is not None
+
+    class EightDaysAgo(TimestampSigner):
+        def get_timestamp(self) -> int:
+            return int(time.time()) - 8 * 86400
+
+    old = EightDaysAgo(SECRET, salt="syndicate.confirm").sign(f"{subscriber.id}:weekly")
+    expired = client.post(f"/confirm/{old.decode()}")
+    assert expired.status_code == 410 and "expired" in expired.text
+    assert reader(site, "new.reader@example.org").status == Subscriber.PENDING  # type: ignore[union-attr]
+
+
+# --- unsubscribe and preferences ------------------------------------------------------------
+
+
+@pytest.fixture
+def sent(site: Site, client: TestClient) -> EmailMessage:
+    """Issue 1 sent to the example readers; Ada's copy."""
+    site.cli("subscribers", "import", "subscribers.csv")
+    site.cli("run", "--once")
+    (ada,) = [m for m in messages(site, "weekly-") if ADA in str(m["To"])]
+    return ada
+
+
+def test_one_click_unsubscribe_works_without_a_cookie_or_a_page(
+    site: Site, client: TestClient, sent: EmailMessage
+) -> None:
+    header = str(sent["List-Unsubscribe"])
+    url = re.search(r"<(https://[^>]+)>", header)
+    assert url and sent["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+    path = urlsplit(url.group(1)).path
+
+    answer = client.post(
+        path,
+        content=b"List-Unsubscribe=One-Click",
+        headers={"Content-Type": "application/x-www-form-urlencoded"},
+    )
+    assert answer.status_code == 200
+    assert "set-cookie" not in answer.headers
+    ada = reader(site, ADA)
+    assert ada is not None and ada.status == Subscriber.UNSUBSCRIBED
+    # Twice is fine: a mail client may retry.
+    assert client.post(path, content=b"List-Unsubscribe=One-Click").status_code == 200
+
+    site.write_review("late.md", "---\ntitle: A late one\n---\nBody.\n")
+    site.cli("run", "--once")
+    later = [m for m in messages(site, "weekly-0002") if ADA in str(m["To"])]
+    assert later == [] and len(messages(site, "weekly-0002")) == 5
+
+
+def test_the_unsubscribe_page_asks_first_then_unsubscribes_with_one_button(
+    site: Site, client: TestClient, sent: EmailMessage
+) -> None:
+    path = link(sent, "unsubscribe")
+    page = client.get(path)
+    assert page.status_code == 200 and "<form" in page.text and ADA in page.text
+    assert "/preferences/" in page.text
+    assert reader(site, ADA).status == Subscriber.ACTIVE  # type: ignore[union-attr]
+
+    action = re.search(r'<form method="post" action="([^"]+)"', page.text)
+    assert action
+    done = client.post(action.group(1))
+    assert done.status_code == 200 and "You are unsubscribed" in done.text
+    assert reader(site, ADA).status == Subscriber.UNSUBSCRIBED  # type: ignore[union-attr]
+
+
+def test_preferences_change_digests_unsubscribe_from_all_and_come_back(
+    site: Site, client: TestClient, sent: EmailMessage
+) -> None:
+    path = link(sent, "preferences")
+    page = client.get(path)
+    assert page.status_code == 200 and 'value="weekly" checked' in page.text
+    assert "Ada Whitfield" in page.text
+
+    renamed = client.post(path, data={"name": "Ada W.", "digest": "weekly", "action": "save"})
+    assert renamed.status_code == 200 and "Saved." in renamed.text
+    assert reader(site, ADA).name == "Ada W."  # type: ignore[union-attr]
+
+    gone = client.post(path, data={"name": "Ada W.", "action": "unsubscribe"})
+    assert gone.status_code == 200 and "You are unsubscribed" in gone.text
+    assert reader(site, ADA).status == Subscriber.UNSUBSCRIBED  # type: ignore[union-attr]
+
+    back = client.post(path, data={"name": "Ada W.", "digest": "weekly", "action": "save"})
+    assert back.status_code == 200
+    ada = reader(site, ADA)
+    assert ada is not None and ada.status == Subscriber.ACTIVE and ada.digests == ["weekly"]
+
+
+def test_tokens_are_bound_to_their_purpose_and_their_subscriber(
+    site: Site, client: TestClient, sent: EmailMessage
+) -> None:
+    unsubscribe = link(sent, "unsubscribe")
+    preferences = link(sent, "preferences")
+    token = unsubscribe.rsplit("/", 1)[1]
+    assert client.get(f"/preferences/{token}").status_code == 400  # wrong purpose
+    assert client.post(f"/preferences/{token}", data={"action": "unsubscribe"}).status_code == 400
+    altered = client.post(unsubscribe[:-6] + "xx" + unsubscribe[-4:])
+    assert altered.status_code == 400 and "not valid" in altered.text
+    ada_id, _, signature = token.partition(".")
+    other = client.post(f"/unsubscribe/{int(ada_id) + 1}.{signature}")
+    assert other.status_code == 400
+    assert {s.status for s in all_readers(site)} == {Subscriber.ACTIVE}
+    assert client.get(preferences).status_code == 200
+
+
+def all_readers(site: Site) -> list[Subscriber]:
+    with Store(site.config.database_url) as store, store.session() as session:
+        return list(session.scalars(select(Subscriber)))
+
+
+def test_names_are_escaped_in_pages_and_emails(site: Site, client: TestClient) -> None:
+    name = '<script>alert("x")</script> & Co'
+    sign_up(client, "tricky@example.org", name)
+    (confirmation,) = messages(site)
+    html_part = confirmation.get_body(("html",))
+    assert html_part is not None
+    assert "<script>" not in html_part.get_content()
+    assert "&lt;script&gt;" in html_part.get_content()
+    subscriber = reader(site, "tricky@example.org")
+    assert subscriber is not None
+    page = client.get(f"/preferences/{make_token(SECRET, 'preferences', subscriber.id)}")
+    assert "<script>alert" not in page.text and "&lt;script&gt;" in page.text
+
+
+# --- feeds and the rest -------------------------------------------------------------------
+
+
+def test_feeds_are_served_with_their_types_validators_and_gzip(
+    site: Site, client: TestClient
+) -> None:
+    rss = client.get("/feed.xml")
+    assert rss.status_code == 200
+    assert rss.headers["content-type"].startswith("application/rss+xml")
+    atom = client.get("/atom.xml")
+    assert atom.headers["content-type"].startswith("application/atom+xml")
+    etag, modified = rss.headers["etag"], rss.headers["last-modified"]
+
+    assert client.get("/feed.xml", headers={"If-None-Match": etag}).status_code == 304
+    assert client.get("/feed.xml", headers={"If-Modified-Since": modified}).status_code == 304
+    stale = "Mon, 01 Jan 2001 00:00:00 GMT"
+    assert client.get("/feed.xml", headers={"If-Modified-Since": stale}).status_code == 200
+
+    zipped = client.get("/feed.xml", headers={"Accept-Encoding": "gzip"})
+    assert zipped.headers["content-encoding"] == "gzip"
+    assert "accept-encoding" in zipped.headers["vary"].lower()
+    assert zipped.content == rss.content  # httpx undoes the gzip
+
+    # A rebuild with nothing new keeps the validators: readers' caches stay valid.
+    site.cli("feeds")
+    assert client.get("/feed.xml").headers["etag"] == etag
+    assert client.get("/no-such-file.xml").status_code == 404
+
+
+def test_the_sendgrid_webhook_is_mounted_and_refuses_unsigned_posts(client: TestClient) -> None:
+    answer = client.post("/webhooks/sendgrid", content=b"[]")
+    assert answer.status_code == 401 and "Signature" in answer.text
+
+
+def test_the_app_does_not_start_without_its_signing_key(
+    site: Site, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("SYNDICATE_SECRET")
+    with pytest.raises(MissingSecret, match="SYNDICATE_SECRET"):
+        create_app(site.config)
+    result = site.cli("serve", ok=False)
+    assert "SYNDICATE_SECRET" in result.output and "Traceback" not in result.output
+
+
+def test_home_goes_to_the_sign_up_page_when_there_is_no_index(client: TestClient) -> None:
+    home = client.get("/", follow_redirects=False)
+    assert home.status_code == 302
+    assert home.headers["location"].endswith(("/subscribe", "/archive/"))
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def test_syndicate_serve_answers_one_click_unsubscribes_over_real_http(
+    site: Site, sent: EmailMessage
+) -> None:
+    """`syndicate serve` as its own process: a mail provider's one-click POST, for real."""
+    port = free_port()
+    server = subprocess.Popen(
+        [str(SYNDICATE), "--config", str(site.config_path), "serve", "--port", str(port)],
+        cwd=site.root,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                if httpx.get(f"{base}/healthz").status_code == 200:
+                    break
+            except httpx.TransportError:
+                assert time.monotonic() < deadline, "syndicate serve did not start"
+                time.sleep(0.05)
+        answer = httpx.post(
+            base + link(sent, "unsubscribe"),
+            content=b"List-Unsubscribe=One-Click",
+            headers={"Content-Type": "application/x-www-form-urlencoded"},
+        )
+        assert answer.status_code == 200
+        assert reader(site, ADA).status == Subscriber.UNSUBSCRIBED  # type: ignore[union-attr]
+        assert httpx.get(f"{base}/feed.xml").status_code == 200
+    finally:
+        server.send_signal(signal.SIGINT)
+        output, _ = server.communicate(timeout=20)
+    assert server.returncode == 0, output
+    assert f"serving Reel Notes at http://127.0.0.1:{port}/" in output
+
+
+def test_syndicate_run_serves_the_web_side_beside_the_scheduler_when_enabled(
+    site: Site,
+) -> None:
+    port = free_port()
+    text = site.config_path.read_text(encoding="utf-8")
+    site.config_path.write_text(
+        text + f"\nserver:\n  enabled: true\n  port: {port}\n", encoding="utf-8"
+    )
+    process = subprocess.Popen(
+        [str(SYNDICATE), "--config", str(site.config_path), "run"],
+        cwd=site.root,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                page = httpx.get(f"http://127.0.0.1:{port}/subscribe")
+                break
+            except httpx.TransportError:
+                assert time.monotonic() < deadline and process.poll() is None, "no web side"
+                time.sleep(0.05)
+        assert page.status_code == 200 and "Subscribe" in page.text
+    finally:
+        process.send_signal(signal.SIGTERM)
+        output, _ = process.communicate(timeout=20)
+    assert process.returncode == 0, output
+    assert f"web side at http://127.0.0.1:{port}/" in output
+    assert "scheduler running" in output and "Traceback" not in output
