@@ -384,6 +384,10 @@ image: /images/unsafe.jpg
 related:
   - title: Arrival
     url: /reviews/arrival/
+  - title: A trap
+    url: "javascript:alert(document.domain)"
+  - title: Another
+    url: "data:text/html,<script>alert(5)</script>"
 ---
 
 Intro <script>alert("x")</script> with [a relative link](/reviews/lady-bird/),

@@ -353,9 +353,10 @@ class ServerConfig(Section):
     # Sign-ups accepted per hour from one address, and from one client IP.
     signups_per_address: int = Field(default=3, ge=1)
     signups_per_ip: int = Field(default=20, ge=1)
-    # Behind a reverse proxy: take the client IP from X-Forwarded-For (only then: a
-    # client could otherwise claim any address and dodge the limit).
-    trust_proxy: bool = False
+    # Behind a reverse proxy: its addresses. Only requests from these may say, in
+    # X-Forwarded-For, which client they come from (anyone else could claim any address
+    # and dodge the sign-up limit).
+    trusted_proxies: list[str] = []
 
 
 class JobSchedule(Section):

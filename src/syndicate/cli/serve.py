@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import socket
 
 import click
 
@@ -26,6 +27,13 @@ def serve(app: App, host: str | None, port: int | None) -> None:
         with app.store():  # applies migrations before the first request
             pass
         server = make_server(config, host, port)
+    try:  # a taken port is the usual first-run problem: say so before anything else
+        socket.create_server((server.config.host, server.config.port)).close()
+    except OSError as exc:
+        raise click.ClickException(
+            f"cannot listen on {server.config.host}:{server.config.port}: {exc.strerror}; "
+            "stop what uses it, or pass --port (or set server.port)"
+        ) from None
     where = f"http://{server.config.host}:{server.config.port}/"
     click.echo(f"syndicate: serving {config.site.title} at {where} (sign up: {where}subscribe)")
     click.echo(f"Links in emails point at {config.public_base_url}; Ctrl-C stops the server.")

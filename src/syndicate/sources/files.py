@@ -228,9 +228,11 @@ class FilesGatherer:
         review.body_html = body_html
         review.image = sanitise_url(meta.image, link)
         review.featured = meta.featured
+        # Only http(s) links: a javascript: or data: URL would run on the site's own pages.
         review.related = [
-            {"title": item.title, "url": sanitise_url(item.url, link) or item.url}
+            {"title": item.title, "url": url}
             for item in meta.related
+            if (url := sanitise_url(item.url, link)) is not None
         ]
         review.tags = list(dict.fromkeys(meta.tags))
         # A review without a date counts as published when first gathered.

@@ -30,8 +30,8 @@ from starlette.responses import (
 from starlette.routing import Mount, Route
 
 from syndicate import subscribers as readers
-from syndicate.config import Config, secret
-from syndicate.delivery import events
+from syndicate.config import Config, MissingSecret, secret
+from syndicate.delivery import TransportUnavailable, events
 from syndicate.pages.layout import page_environment, render_page, stylesheet
 from syndicate.store import Store, Subscriber, Subscription
 from syndicate.tokens import (
@@ -42,8 +42,14 @@ from syndicate.tokens import (
     read_token,
 )
 from syndicate.web.files import OutputFiles
-from syndicate.web.ratelimit import RateLimit
-from syndicate.web.signup import SignUp, confirm, record_signup, send_confirmation
+from syndicate.web.ratelimit import RateLimit, address_key, client_key
+from syndicate.web.signup import (
+    NOT_BY_READER,
+    SignUp,
+    confirm,
+    record_signup,
+    send_confirmation,
+)
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -101,11 +107,13 @@ class Web:
         return list(self.config.digests)
 
     def client_ip(self, request: Request) -> str:
-        if self.config.server.trust_proxy:
-            forwarded = request.headers.get("x-forwarded-for", "")
-            if forwarded.strip():
-                return forwarded.split(",")[0].strip()
-        return request.client.host if request.client else "unknown"
+        # uvicorn has already replaced the client with X-Forwarded-For's when, and only
+        # when, the request came through one of server.trusted_proxies.
+        return client_key(request.client.host) if request.client else "unknown"
+
+    def here(self, request: Request) -> str:
+        """This page's URL as the reader's browser sees it (under base_url's path)."""
+        return self.root + request.url.path.lstrip("/")
 
     # --- subscribe and confirm ----------------------------------------------------------
 
@@ -138,15 +146,21 @@ class Web:
             return again(f"That is not an email address we can send to: {exc}")
         if not chosen:
             return again("Choose at least one of the emails below.")
-        if not self.per_ip.allow(self.client_ip(request)) or not self.per_address.allow(address):
+        ip_ok = self.per_ip.allow(self.client_ip(request))
+        if not ip_ok or not self.per_address.allow(address_key(address)):
             log.warning("sign-up refused: over the hourly limit (%s)", self.client_ip(request))
             return again("Too many sign-ups from here in the last hour; try again later.", 429)
 
         signup = SignUp(address, name, chosen)
-        subscriber_id = await self.db(lambda s: record_signup(s, signup).id)
-        await run_in_threadpool(
-            send_confirmation, self.config, self.store, self.secret_key, subscriber_id, signup
-        )
+        subscriber_id = await self.db(lambda s: record_signup(s, signup))
+        if subscriber_id is not None:  # None: an address that must not be mailed
+            try:
+                await run_in_threadpool(
+                    send_confirmation, self.config, self.secret_key, subscriber_id, signup
+                )
+            except (TransportUnavailable, MissingSecret) as exc:
+                log.error("sign-up of %s: the confirmation email cannot be sent: %s", address, exc)
+                return again("We cannot send email right now; please try again later.", 503)
         return self.page("check_inbox", email=address, days=self.config.server.confirm_days)
 
     def read_confirmation(self, token: str) -> tuple[int, list[str]] | HTMLResponse:
@@ -185,7 +199,7 @@ class Web:
             "confirm",
             email=subscriber.email,
             digests=self.titles(digests),
-            action=str(request.url.path),
+            action=self.here(request),
         )
 
     async def confirm(self, request: Request) -> Response:
@@ -217,7 +231,7 @@ class Web:
         return self.page(
             "unsubscribe",
             email=subscriber.email,
-            action=str(request.url.path),
+            action=self.here(request),
             preferences_url=self.preferences_url(found),
         )
 
@@ -252,7 +266,7 @@ class Web:
             chosen=subscriber.digests if active else [],
             active=active,
             saved=saved,
-            action=str(request.url.path),
+            action=self.here(request),
         )
 
     async def save_preferences(self, request: Request) -> Response:
@@ -271,8 +285,15 @@ class Web:
                 "unsubscribed", email=email, preferences_url=self.preferences_url(found)
             )
         done = await self.db(lambda s: save_choices(s, found, chosen, name))
-        if not done:
+        if done is None:
             return self.bad_link("This address is no longer on the list", "Sign up again.", 404)
+        if not done:
+            return self.bad_link(
+                "This address cannot be subscribed again from here",
+                "Mail to it bounced, or it was taken off the list by the editors: write to "
+                f"{self.config.delivery.reply_to or self.config.delivery.sender.email}.",
+                409,
+            )
         return await self.show_preferences(request, found, saved=True)
 
     async def stylesheet(self, request: Request) -> Response:
@@ -288,7 +309,7 @@ class Web:
         if (output / "index.html").is_file():
             return FileResponse(output / "index.html")
         target = "archive/" if (output / "archive" / "index.html").is_file() else "subscribe"
-        return RedirectResponse(f"{request.url.path.rstrip('/')}/{target}", status_code=302)
+        return RedirectResponse(self.root + target, status_code=302)
 
     # --- SendGrid -------------------------------------------------------------------
 
@@ -311,9 +332,13 @@ def unsubscribe_all(session: Any, subscriber_id: int, reason: str) -> str | None
     return str(subscriber.email)
 
 
-def save_choices(session: Any, subscriber_id: int, chosen: list[str], name: str) -> bool:
+def save_choices(session: Any, subscriber_id: int, chosen: list[str], name: str) -> bool | None:
+    """Save a reader's choices: None when there is no such subscriber, False when the
+    address may not be resubscribed by its reader (bounced, complained, removed)."""
     subscriber = session.get(Subscriber, subscriber_id)
     if subscriber is None:
+        return None
+    if subscriber.status in NOT_BY_READER:
         return False
     subscriber.name = name
     if subscriber.status != Subscriber.ACTIVE:

@@ -22,9 +22,10 @@ def make_server(config: Config, host: str | None = None, port: int | None = None
             host=host or settings.host,
             port=port or settings.port,
             log_level="info",
-            # Behind a reverse proxy, its X-Forwarded-* headers name the client and scheme.
-            proxy_headers=settings.trust_proxy,
-            forwarded_allow_ips="*" if settings.trust_proxy else None,
+            # Behind a reverse proxy, its X-Forwarded-* headers name the client and the
+            # scheme; uvicorn believes them from the configured proxies only.
+            proxy_headers=bool(settings.trusted_proxies),
+            forwarded_allow_ips=",".join(settings.trusted_proxies) or "127.0.0.1",
             server_header=False,
         )
     )

@@ -20,7 +20,7 @@ from syndicate.config import Config
 from syndicate.delivery import open_transport
 from syndicate.delivery.message import Letter, Recipient
 from syndicate.digest.render import environment
-from syndicate.store import Store, Subscriber, Subscription
+from syndicate.store import Subscriber, Subscription
 from syndicate.tokens import make_confirm_token
 
 log = logging.getLogger(__name__)
@@ -33,10 +33,19 @@ class SignUp:
     digests: list[str]
 
 
-def record_signup(session: Session, signup: SignUp) -> Subscriber:
-    """The subscriber the confirmation is for. A new address waits as pending; an address
-    already on the list is left exactly as it is until the link is followed."""
+# Taken off the list by the mail system or the editors, not by the reader: a sign-up
+# form must not mail them (a bounce again, a complaint again) or bring them back.
+NOT_BY_READER = frozenset([Subscriber.BOUNCED, Subscriber.COMPLAINED, Subscriber.REMOVED])
+
+
+def record_signup(session: Session, signup: SignUp) -> int | None:
+    """The id of the subscriber to send the confirmation to, or None for an address that
+    must not be mailed. A new address waits as pending; an address already on the list
+    is left exactly as it is until the link is followed."""
     subscriber = readers.find(session, signup.email)
+    if subscriber is not None and subscriber.status in NOT_BY_READER:
+        log.info("sign-up of %s ignored: the address is %s", signup.email, subscriber.status)
+        return None
     if subscriber is None:
         subscriber = Subscriber(
             email=signup.email,
@@ -48,14 +57,14 @@ def record_signup(session: Session, signup: SignUp) -> Subscriber:
     elif subscriber.status == Subscriber.PENDING and signup.name:
         subscriber.name = signup.name
     session.flush()
-    return subscriber
+    return subscriber.id
 
 
 def confirm(session: Session, subscriber_id: int, digests: list[str], known: set[str]) -> str:
     """Apply a followed confirmation link; the subscriber's address, for the page."""
     subscriber = session.get(Subscriber, subscriber_id)
-    if subscriber is None:
-        raise LookupError("no such subscriber")
+    if subscriber is None or subscriber.status in NOT_BY_READER:
+        raise LookupError("no such subscriber, or not one its reader may resubscribe")
     if subscriber.status != Subscriber.ACTIVE:
         subscriber.status = Subscriber.ACTIVE
         subscriber.status_reason = "confirmed by the reader"
@@ -67,9 +76,7 @@ def confirm(session: Session, subscriber_id: int, digests: list[str], known: set
     return subscriber.email
 
 
-def send_confirmation(
-    config: Config, store: Store, secret_key: str, subscriber_id: int, signup: SignUp
-) -> None:
+def send_confirmation(config: Config, secret_key: str, subscriber_id: int, signup: SignUp) -> None:
     """Email the confirmation link through the configured transport."""
     token = make_confirm_token(secret_key, subscriber_id, signup.digests)
     base = config.public_base_url
