@@ -22,9 +22,9 @@ from pathlib import Path
 from typing import TypeVar
 
 from syndicate import config as configuration
-from syndicate import digest, feeds, pipeline, sources
+from syndicate import digest, feeds, pipeline, sources, subscribers
 from syndicate.delivery import OutboxTransport
-from syndicate.store import Store, Subscriber, Subscription
+from syndicate.store import Store
 
 T = TypeVar("T")
 Row = tuple[str, str, str]  # what, wall-clock time or figure, CPU time
@@ -116,15 +116,21 @@ def main() -> None:
         print(f"  {report.summary()}")
         timed("build feeds again, nothing changed", lambda: feeds.build_feeds(config, store), rows)
 
-        with store.session() as session:
-            for i in range(args.subscribers):
-                session.add(
-                    Subscriber(
-                        email=f"reader{i}@example.com",
-                        name=f"Reader {i}",
-                        subscriptions=[Subscription(digest="weekly")],
-                    )
-                )
+        csv_file = root / "subscribers.csv"
+        csv_file.write_text(
+            "email,name,digests\n"
+            + "".join(
+                f"reader{i}@example.com,Reader {i},weekly\n" for i in range(args.subscribers)
+            ),
+            encoding="utf-8",
+        )
+
+        def import_readers() -> subscribers.ImportReport:
+            with store.session() as session, csv_file.open(encoding="utf-8") as handle:
+                return subscribers.import_csv(session, handle, "bench", ["weekly"], {"weekly"})
+
+        imported = timed(f"import {args.subscribers:,} subscribers from CSV", import_readers, rows)
+        assert imported.added == args.subscribers, imported.summary()
         with store.session() as session:
             draft = timed(
                 f"render one issue ({cover} new reviews, related from {n:,})",

@@ -134,6 +134,19 @@ class ImportReport:
         return text
 
 
+@dataclass
+class _Row:
+    line: int
+    email: str  # normalised
+    name: str
+    digests: list[str]
+    status: str
+    created_at: datetime | None
+
+
+IMPORT_CHUNK = 500  # rows looked up in one query
+
+
 def import_csv(
     session: Session,
     handle: TextIO,
@@ -146,59 +159,99 @@ def import_csv(
 
     The optional `status` and `created_at` columns (as `export_csv` writes them) are
     honoured, so an export imported elsewhere keeps its suppressed addresses suppressed:
-    a row marked unsubscribed, removed, bounced or complained is never mailed."""
+    a row marked unsubscribed, removed, bounced or complained is never mailed.
+
+    Every row is checked before anything is written, then the rows are applied a chunk
+    at a time with one query for the chunk's existing addresses: an import of 100,000
+    readers takes seconds, not minutes."""
     report = ImportReport()
     reader = csv.DictReader(handle)
     if reader.fieldnames is None or "email" not in [f.strip().lower() for f in reader.fieldnames]:
         report.errors.append(f"{source}: line 1: expected a header row with an 'email' column")
         return report
+    rows: list[_Row] = []
     for row in reader:
-        line = reader.line_num
-        row = {(k or "").strip().lower(): (v or "").strip() for k, v in row.items() if k}
-        digests = [
-            d.strip() for d in row.get("digests", "").replace(",", ";").split(";") if d.strip()
-        ]
-        unknown = sorted(set(digests) - known_digests)
-        status = row.get("status", "").lower() or Subscriber.ACTIVE
         try:
-            if unknown:
-                raise InvalidAddress(f"unknown digest(s) {', '.join(unknown)}")
-            if status not in IMPORT_STATUSES:
-                raise InvalidAddress(
-                    f"unknown status {status!r} (expected one of {', '.join(IMPORT_STATUSES)})"
-                )
-            created_at = _timestamp(row.get("created_at", ""))
-            with session.begin_nested():
-                result = add(
-                    session,
-                    row.get("email", ""),
-                    row.get("name", ""),
-                    digests or default_digests,
-                    reactivate=False,
-                )
-                subscriber = result.subscriber
-                was_suppressed = subscriber.status in SUPPRESSED
-                if result.created and created_at is not None:
-                    subscriber.created_at = created_at
-                if (result.created and status != Subscriber.ACTIVE) or (
-                    status in SUPPRESSED and not was_suppressed
-                ):
-                    subscriber.status = status
-                    subscriber.status_reason = f"{status} according to {source}"
-                    subscriber.status_changed_at = datetime.now(UTC)
-                session.flush()
+            rows.append(_checked(row, reader.line_num, default_digests, known_digests))
         except InvalidAddress as exc:
-            report.errors.append(f"{source}: line {line}: {exc}")
-            continue
-        if result.created:
-            report.added += 1
-        else:
-            report.merged += 1
-            if was_suppressed:
-                report.suppressed_kept += 1
-        if status in SUPPRESSED and not was_suppressed:
-            report.suppressed_by_import += 1
+            report.errors.append(f"{source}: line {reader.line_num}: {exc}")
+    # Addresses already on the list, or earlier in this file (a later row merges into it).
+    seen: dict[str, Subscriber] = {}
+    for start in range(0, len(rows), IMPORT_CHUNK):
+        chunk = rows[start : start + IMPORT_CHUNK]
+        wanted = {r.email for r in chunk} - seen.keys()
+        if wanted:
+            seen.update(
+                (s.email, s)
+                for s in session.scalars(select(Subscriber).where(Subscriber.email.in_(wanted)))
+            )
+        for row in chunk:
+            _apply_row(session, row, seen, source, report)
+        session.flush()
     return report
+
+
+def _checked(
+    raw: dict[str | None, str | None],
+    line: int,
+    default_digests: list[str],
+    known_digests: set[str],
+) -> _Row:
+    """One CSV row, validated; InvalidAddress says what is wrong with it."""
+    row = {(k or "").strip().lower(): (v or "").strip() for k, v in raw.items() if k}
+    digests = [d.strip() for d in row.get("digests", "").replace(",", ";").split(";") if d.strip()]
+    unknown = sorted(set(digests) - known_digests)
+    if unknown:
+        raise InvalidAddress(f"unknown digest(s) {', '.join(unknown)}")
+    status = row.get("status", "").lower() or Subscriber.ACTIVE
+    if status not in IMPORT_STATUSES:
+        raise InvalidAddress(
+            f"unknown status {status!r} (expected one of {', '.join(IMPORT_STATUSES)})"
+        )
+    return _Row(
+        line=line,
+        email=normalise(row.get("email", "")),
+        name=row.get("name", "").strip(),
+        digests=list(dict.fromkeys(digests or default_digests)),
+        status=status,
+        created_at=_timestamp(row.get("created_at", "")),
+    )
+
+
+def _apply_row(
+    session: Session, row: _Row, seen: dict[str, Subscriber], source: str, report: ImportReport
+) -> None:
+    """Add or merge one checked row, as `add(..., reactivate=False)` would."""
+    subscriber = seen.get(row.email)
+    created = subscriber is None
+    if subscriber is None:
+        subscriber = Subscriber(email=row.email, name=row.name, status=Subscriber.ACTIVE)
+        if row.created_at is not None:
+            subscriber.created_at = row.created_at
+        session.add(subscriber)
+        seen[row.email] = subscriber
+    elif row.name:
+        subscriber.name = row.name
+    have = {s.digest for s in subscriber.subscriptions}
+    for digest in row.digests:
+        if digest not in have:
+            subscriber.subscriptions.append(Subscription(digest=digest))
+            have.add(digest)
+    was_suppressed = not created and subscriber.status in SUPPRESSED
+    if (created and row.status != Subscriber.ACTIVE) or (
+        row.status in SUPPRESSED and not was_suppressed
+    ):
+        subscriber.status = row.status
+        subscriber.status_reason = f"{row.status} according to {source}"
+        subscriber.status_changed_at = datetime.now(UTC)
+    if created:
+        report.added += 1
+    else:
+        report.merged += 1
+        if was_suppressed:
+            report.suppressed_kept += 1
+    if row.status in SUPPRESSED and not was_suppressed:
+        report.suppressed_by_import += 1
 
 
 def _timestamp(value: str) -> datetime | None:
