@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from syndicate import config as configuration
-from syndicate import digest, feeds, pipeline, sources, subscribers
+from syndicate import digest, feeds, pipeline, subscribers
 from syndicate.delivery import OutboxTransport
 from syndicate.store import Store
 
@@ -101,11 +101,13 @@ def main() -> None:
         store = Store(config.database_url)
         n = args.reviews
         timed(
-            f"gather {n:,} review files from scratch", lambda: sources.gather(config, store), rows
+            f"gather {n:,} review files from scratch, related links included",
+            lambda: pipeline.gather(config, store),
+            rows,
         )
         timed(
             f"gather again, nothing changed ({n:,} files)",
-            lambda: sources.gather(config, store),
+            lambda: pipeline.gather(config, store),
             rows,
         )
         report = timed(

@@ -11,8 +11,13 @@ from pathlib import Path
 
 import pytest
 from lxml import etree
+from sqlalchemy import delete
 
+from syndicate.feeds import catalog
+from syndicate.store import FeedArchive, FeedSlot, Store
 from tests.conftest import Site, make_site
+from tests.pgcluster import create_database
+from tests.test_feed_formats import with_extra_feeds
 from tests.test_feeds import (
     ATOM,
     ID_PREFIX,
@@ -26,6 +31,7 @@ from tests.test_feeds import (
     load_json,
     parse,
     rewritten,
+    set_items,
     snapshot,
 )
 
@@ -262,3 +268,155 @@ def test_archives_on_each_database(
     age_all(site)
     assert "0 feed file(s) written" in build(site)
     assert rewritten(site) == set()
+
+
+# --- slots that never move ---------------------------------------------------------------
+
+DRAMA_PAGES = [["lady-bird", "arrival"], ["aftersun", "past-lives"]]  # oldest page first
+
+
+def drama_pages(site: Site) -> list[list[str]]:
+    return [ids(path) for path in sorted_pages(site, "tags/drama/")]
+
+
+def sorted_pages(site: Site, folder: str) -> list[Path]:
+    history = site.public / folder / "history"
+    return [history / str(n) / "atom.xml" for n in range(1, len(list(history.iterdir())) + 1)]
+
+
+def test_a_tag_added_to_or_taken_off_an_old_review_moves_no_page(
+    tmp_path: Path, database_url: str, secret_env: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A review's slot in a tag feed is given when it joins that feed, and kept."""
+    site = make_site(tmp_path / "site", database_url)
+    monkeypatch.chdir(site.root)
+    page_size(site, items=2, size=2)
+    build(site)
+    assert drama_pages(site) == DRAMA_PAGES
+    age_all(site)
+
+    # Man on Wire is older than every drama review: it still joins the newest page.
+    edit(site.reviews / "man-on-wire.md", "[documentary, true-story]", "[documentary, drama]")
+    build(site)
+    assert drama_pages(site) == [*DRAMA_PAGES, ["man-on-wire"]]
+    # Page 1 is untouched (page 2 gains its next-archive link, nothing else).
+    assert not any(p.startswith("tags/drama/history/1/") for p in rewritten(site))
+
+    # Taken off a review, the tag leaves an empty slot: no later review moves up.
+    age_all(site)
+    edit(site.reviews / "lady-bird.md", "[comedy, drama, coming-of-age]", "[comedy]")
+    build(site)
+    assert drama_pages(site) == [["arrival"], DRAMA_PAGES[1], ["man-on-wire"]]
+    assert {p for p in rewritten(site) if p.startswith("tags/drama/history/")} == {
+        f"tags/drama/history/1/{name}" for name in NAMES
+    }
+    # Given back, it takes its own slot again.
+    edit(site.reviews / "lady-bird.md", "[comedy]", "[comedy, drama]")
+    build(site)
+    assert drama_pages(site) == [*DRAMA_PAGES, ["man-on-wire"]]
+
+    # The slots are in the database: deleting the state file moves nothing either.
+    age_all(site)
+    (site.root / "var" / "feeds-state.json").unlink()
+    assert "0 feed file(s) written" in build(site)
+    assert rewritten(site) == set()
+
+
+def test_author_source_and_featured_archives_keep_their_slots_too(site: Site) -> None:
+    with_extra_feeds(site)
+    page_size(site, items=2, size=2)
+    build(site)
+    maya = [ids(p) for p in sorted_pages(site, "critics/maya-okafor/")]
+    age_all(site)
+
+    # Maya's oldest review is given to another critic, then given back.
+    edit(site.reviews / "man-on-wire.md", "author: Maya Okafor", "author: Priya Raman")
+    build(site)
+    assert [ids(p) for p in sorted_pages(site, "critics/maya-okafor/")] == [
+        [i for i in page if i != "man-on-wire"] for page in maya
+    ]
+    assert not any(
+        p.startswith("critics/maya-okafor/history/") and "/1/" not in p for p in rewritten(site)
+    )
+    edit(site.reviews / "man-on-wire.md", "author: Priya Raman", "author: Maya Okafor")
+    build(site)
+    assert [ids(p) for p in sorted_pages(site, "critics/maya-okafor/")] == maya
+
+
+def test_a_site_from_before_feed_slots_keeps_its_pages(site: Site) -> None:
+    """A database without slots (upgraded from before them) gives each review the slot it
+    had: its place in the feed in order of appearance. Nothing is rewritten."""
+    with_extra_feeds(site)
+    page_size(site, items=2, size=2)
+    build(site)
+    age_all(site)
+    with Store(site.config.database_url) as store, store.session() as session:
+        session.execute(delete(FeedSlot))
+        session.execute(delete(FeedArchive))
+    (site.root / "var" / "feeds-state.json").unlink()
+
+    assert "0 feed file(s) written" in build(site)
+    assert rewritten(site) == set()
+    with Store(site.config.database_url) as store, store.session() as session:
+        assert session.query(FeedSlot).filter_by(feed_key="tag:drama").count() == 4
+
+
+# --- the page size -----------------------------------------------------------------------
+
+
+def test_raising_feeds_items_does_not_page_the_archives_again(site: Site) -> None:
+    """Without feeds.archive.page_size, pages hold feeds.items reviews as it was when each
+    feed's archive was first published: raising items later moves no review."""
+    set_items(site, 3)
+    build(site)
+    archived = {n: ids(page(site, n)) for n in (1, 2, 3, 4)}
+    assert [len(p) for p in archived.values()] == [3, 3, 3, 1]
+    age_all(site)
+
+    edit(site.config_path, "items: 3", "items: 5")
+    build(site)
+    assert {n: ids(page(site, n)) for n in (1, 2, 3, 4)} == archived
+    assert not any(p.startswith(("history/", "tags/drama/history/")) for p in rewritten(site))
+    assert len(ids(site.public / "atom.xml")) == 5  # the subscription feed shows five
+    (site.root / "var" / "feeds-state.json").unlink()
+    assert "0 feed file(s) written" in build(site)
+
+    # Naming a page size re-pages every archive, as docs/feeds.md says.
+    edit(site.config_path, "items: 5", "items: 5\n  archive: {page_size: 5}")
+    output = build(site)
+    assert "every archive page of" in output and "is paged again" in output
+    assert [len(p) for p in walk(site, "atom.xml")] == [0, 0, 5, 5]
+    assert "is paged again" not in build(site)  # once
+
+
+@pytest.mark.postgres
+def test_two_builds_giving_out_the_same_slot_at_once_both_succeed(
+    tmp_path: Path, postgres_server: str, secret_env: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """PostgreSQL lets two builds plan at once (SQLite queues them): the one that stores
+    its new slots second is refused by the unique keys, and plans again on top of them."""
+    database_url = create_database(postgres_server, f"slots_{tmp_path.name.lower()}"[:60])
+    site = make_site(tmp_path / "site", database_url)
+    monkeypatch.chdir(site.root)
+    page_size(site, items=3, size=3)
+    build(site)
+    site.write_review("nomadland.md", NEW.format(published="2026-11-24T12:00:00+00:00"))
+    site.cli("gather")
+
+    # The other build stores the very slot this one is about to give, just before it does.
+    real, raced = catalog.insert, []
+
+    def racing(table):  # type: ignore[no-untyped-def]
+        if table is FeedSlot and not raced:
+            raced.append(True)
+            with Store(database_url) as other, other.session() as theirs:
+                theirs.add(FeedSlot(feed_key="site", review_id="nomadland", slot=10))
+        return real(table)
+
+    monkeypatch.setattr(catalog, "insert", racing)
+    output = site.cli("-v", "feeds").output
+    assert raced and "placed reviews in the archives at the same time" in output
+    assert "nomadland" in ids(page(site, 4))
+    with Store(database_url) as store, store.session() as session:
+        slots = session.query(FeedSlot).filter_by(review_id="nomadland").all()
+        assert {(s.feed_key, s.slot) for s in slots} == {("site", 10), ("tag:drama", 4)}

@@ -28,6 +28,8 @@ class Hub:
         self.pings: list[dict[str, list[str]]] = []
         self.statuses: list[int] = []  # consumed one per request; then 204
         self.delay = 0.0
+        # "body" or "headers": answer 200 but send that part one byte a second, for 20 s.
+        self.trickle: str | None = None
         self.lock = threading.Lock()
         hub = self
 
@@ -39,9 +41,24 @@ class Hub:
                     hub.pings.append(form)
                     status = hub.statuses.pop(0) if hub.statuses else 204
                 time.sleep(hub.delay)
+                if hub.trickle:
+                    self.trickle(hub.trickle)
+                    return
                 self.send_response(status)
                 self.send_header("Content-Length", "0")
                 self.end_headers()
+
+            def trickle(self, part: str) -> None:
+                head = b"HTTP/1.1 200 OK\r\nContent-Length: 20\r\n"
+                if part == "body":
+                    self.wfile.write(head + b"\r\n")
+                    head = b""
+                for byte in (head[i : i + 1] for i in range(len(head))) if head else [b"x"] * 20:
+                    try:
+                        self.wfile.write(byte)
+                    except OSError:  # the client gave up: as it should
+                        return
+                    time.sleep(1)
 
             def log_message(self, *args: object) -> None:
                 pass
@@ -154,3 +171,26 @@ def test_a_hub_that_is_down_or_slow_never_holds_the_build_past_its_budget(
     assert elapsed < 6, elapsed
     assert (site.public / "feed.xml").exists()
     assert "failed" in result.output
+
+
+@pytest.mark.parametrize("part", ["body", "headers"])
+def test_a_hub_trickling_its_answer_never_holds_the_build_past_its_budget(
+    site: Site, hub: Hub, part: str
+) -> None:
+    """Each read gets a byte within the socket's timeout: only the budget can stop it."""
+    hub.trickle = part
+    use_hubs(site, hub.url, timeout=3, retries=0)
+    edit_config = site.config_path.read_text(encoding="utf-8")
+    site.write_config(edit_config.replace("  items: 20\n", "  items: 20\n  per_tag: false\n"))
+    site.cli("gather")
+    start = time.monotonic()
+    result = site.cli("feeds")
+    elapsed = time.monotonic() - start
+
+    assert elapsed < 6, elapsed
+    assert hub.pings  # the hub was reached; its answer never finished in time
+    if part == "body":
+        # The hub said 200 at once: the rest of its answer is not needed.
+        assert "failed" not in result.output
+    else:
+        assert "failed" in result.output

@@ -7,6 +7,7 @@ Secrets never live here: the YAML names environment variables, and `secret()` re
 
 from __future__ import annotations
 
+import fnmatch
 import os
 import re
 import string
@@ -146,7 +147,63 @@ class FilesSource(Section):
     extensions: list[str] = [".md", ".markdown", ".html"]
 
 
-Source = Annotated[FilesSource, Field(discriminator="type")]
+def _check_source_url(url: str) -> str:
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise ValueError(f"expected an absolute http(s) URL, got {url!r}")
+    return url  # as given: a feed's address may or may not end in "/"
+
+
+class RemoteSource(Section):
+    """What feed and sitemap sources share: an address, and limits on each request."""
+
+    name: str
+    url: Annotated[str, AfterValidator(_check_source_url)]
+    # Seconds a request may take before the source counts as failed for this run.
+    timeout: float = Field(default=20, gt=0, le=300)
+    # Bytes a response may have (after gzip); a bigger one is abandoned, not half-read.
+    max_bytes: int = Field(default=10_000_000, ge=10_000, le=500_000_000)
+    # The zone of dates the site writes without one (feeds get this wrong surprisingly often).
+    timezone: TimeZoneName = "UTC"
+
+    @property
+    def zone(self) -> ZoneInfo:
+        return ZoneInfo(self.timezone)
+
+
+class FeedSource(RemoteSource):
+    """Another site's RSS, Atom or JSON Feed; each entry becomes a review."""
+
+    type: Literal["feed"]
+
+
+class SitemapSource(RemoteSource):
+    """A site with no feed: review pages are found in its sitemap and their article extracted."""
+
+    type: Literal["sitemap"]
+    # Which pages are reviews: a glob on the full URL (https://site/reviews/*), or a
+    # regular expression when it starts with ^.
+    pattern: str
+    # Pages fetched per run at most; a big site's first run continues on the next runs.
+    max_pages: int = Field(default=200, ge=1, le=100_000)
+
+    @field_validator("pattern")
+    @classmethod
+    def _valid_pattern(cls, value: str) -> str:
+        if value.startswith("^"):
+            try:
+                re.compile(value)
+            except re.error as exc:
+                raise ValueError(f"not a valid regular expression: {exc}") from None
+        return value
+
+    def matches(self, url: str) -> bool:
+        if self.pattern.startswith("^"):
+            return re.search(self.pattern, url) is not None
+        return fnmatch.fnmatchcase(url, self.pattern)
+
+
+Source = Annotated[FilesSource | FeedSource | SitemapSource, Field(discriminator="type")]
 
 
 FeedFormat = Literal["rss", "atom", "json"]
@@ -162,13 +219,73 @@ def _check_hub_url(url: str) -> str:
 
 
 def _check_feed_text(text: str) -> str:
-    for _, field, _, _ in string.Formatter().parse(text):
-        if field is not None and field not in _FEED_TEMPLATE_FIELDS:
+    # Checked here, not at build time: str.format would fail every build with a traceback.
+    try:
+        parsed = list(string.Formatter().parse(text))
+    except ValueError as exc:  # a lone "{" or "}"
+        raise ValueError(f"{exc}; write {{{{ and }}}} for a literal brace") from None
+    for _, field, spec, conversion in parsed:
+        if field is None:
+            continue
+        if field not in _FEED_TEMPLATE_FIELDS:
             raise ValueError(f"unknown placeholder {{{field}}}; use {{site}} or {{value}}")
+        if spec or conversion:
+            written = (
+                f"{{{field}{'!' + conversion if conversion else ''}{':' + spec if spec else ''}}}"
+            )
+            raise ValueError(
+                f"{written}: placeholders take no conversion or format spec; write {{{field}}}"
+            )
     return text
 
 
 FeedText = Annotated[str, AfterValidator(_check_feed_text)]
+
+
+_DIGITS = "\x00digits"  # a folder segment that is an archive page number
+
+
+def _folder_segments(folder: str) -> list[list[str]]:
+    """The segments of every folder a feed (family) writes to: its own folder, and its
+    archive pages' (<folder>history/<n>/)."""
+    own = folder.rstrip("/").split("/") if folder else []
+    return [own, [*own, "history", _DIGITS]]
+
+
+def _segment_pattern(segment: str) -> str:
+    if segment == _DIGITS:
+        return "[0-9]+"
+    before, _, after = segment.partition("{slug}")
+    return f"{re.escape(before)}[a-z0-9-]+{re.escape(after)}"
+
+
+def _segments_overlap(a: str, b: str) -> bool:
+    """Whether some folder name can match both segments (generously, for two {slug}s)."""
+    fixed_a = a != _DIGITS and "{slug}" not in a
+    fixed_b = b != _DIGITS and "{slug}" not in b
+    if fixed_a and fixed_b:
+        return a == b
+    if fixed_a or fixed_b:
+        literal, pattern = (a, b) if fixed_a else (b, a)
+        return re.fullmatch(_segment_pattern(pattern), literal) is not None
+    if _DIGITS in (a, b):
+        other = b if a == _DIGITS else a
+        return other == _DIGITS or other.replace("{slug}", "").isdigit() or other == "{slug}"
+    before_a, _, after_a = a.partition("{slug}")
+    before_b, _, after_b = b.partition("{slug}")
+    return (before_a.startswith(before_b) or before_b.startswith(before_a)) and (
+        after_a.endswith(after_b) or after_b.endswith(after_a)
+    )
+
+
+def _folders_overlap(a: str, b: str) -> bool:
+    """Whether two feeds' folder patterns (with {slug} or without) can ever give the same
+    folder, counting each one's archive pages: then one feed would overwrite the other."""
+    return any(
+        len(x) == len(y) and all(_segments_overlap(p, q) for p, q in zip(x, y, strict=True))
+        for x in _folder_segments(a)
+        for y in _folder_segments(b)
+    )
 
 
 class ExtraFeed(Section):
@@ -211,7 +328,9 @@ class ExtraFeed(Section):
 class ArchiveConfig(Section):
     enabled: bool = True
     # Reviews per archive page; at most feeds.items, so the newest (still filling) page
-    # never holds a review the subscription feed does not. Default: feeds.items.
+    # never holds a review the subscription feed does not. Unset: feeds.items as it was
+    # when each feed's archive began (the database keeps it, so raising items later moves
+    # nothing). Set to another size, every page of every feed is paged again.
     page_size: int | None = Field(default=None, ge=1, le=1000)
 
 
@@ -239,19 +358,39 @@ class FeedsConfig(Section):
     @model_validator(mode="after")
     def _checks(self) -> FeedsConfig:
         names = [feed.name for feed in self.extra]
-        folders = ["tags/{slug}/"] if self.per_tag else []
+        # Each feed's folder, and whose it is: no two may ever name the same folder.
+        folders = [("", "the site feed")]
+        if self.per_tag:
+            folders.append(("tags/{slug}/", "per_tag"))
         for index, feed in enumerate(self.extra):
             if feed.name in names[:index]:
                 raise _conflict(
                     ("extra", index, "name"),
                     f"feed names must be unique; {feed.name!r} is repeated",
                 )
-            if feed.folder in folders:
+            # Part of each feed's key (its Atom id): "site" is the site feed's, and the
+            # per_tag feeds' keys are tag:<slug>.
+            if feed.name == "site" or (feed.name == "tag" and self.per_tag):
                 raise _conflict(
-                    ("extra", index, "folder"),
-                    f"{feed.folder!r} is already used by another feed (per_tag uses tags/{{slug}}/)",
+                    ("extra", index, "name"),
+                    f"{feed.name!r} is taken by the "
+                    + ("site feed" if feed.name == "site" else "per_tag feeds")
+                    + "; choose another name",
                 )
-            folders.append(feed.folder)
+            for other, owner in folders:
+                if feed.folder == other:
+                    raise _conflict(
+                        ("extra", index, "folder"),
+                        f"{feed.folder!r} is already used by another feed ({owner})",
+                    )
+                if _folders_overlap(feed.folder, other):
+                    raise _conflict(
+                        ("extra", index, "folder"),
+                        f"{feed.folder!r} and {other or '(the output folder)'!r} ({owner}) can "
+                        "name the same folder for some tag, author or source, and one feed "
+                        "would overwrite the other; choose folders that cannot meet",
+                    )
+            folders.append((feed.folder, f"feeds.extra {feed.name!r}"))
         if self.archive.page_size is not None and self.archive.page_size > self.items:
             raise _conflict(
                 ("archive", "page_size"),
@@ -259,10 +398,6 @@ class FeedsConfig(Section):
                 "holds nothing the subscription feed does not",
             )
         return self
-
-    @property
-    def page_size(self) -> int:
-        return self.archive.page_size or self.items
 
 
 class PagesConfig(Section):
@@ -274,6 +409,28 @@ class PagesConfig(Section):
     # A page per review at its link (sources' `link`, under site.url), for sites whose
     # reviews have no other home on the web (a folder of Markdown files).
     review_pages: bool = False
+
+
+class RelatedWeights(Section):
+    """What each shared trait adds to two reviews' relatedness (docs/related.md)."""
+
+    film: float = Field(default=4.0, ge=0, le=100)
+    title: float = Field(default=1.5, ge=0, le=100)
+    director: float = Field(default=2.0, ge=0, le=100)
+    tag: float = Field(default=1.0, ge=0, le=100)
+    text: float = Field(default=3.0, ge=0, le=100)
+
+
+class RelatedConfig(Section):
+    """Related reviews: the lists kept per review, and what makes two reviews related."""
+
+    # Links stored per review; the digest and the pages take theirs from these.
+    keep: int = Field(default=10, ge=1, le=50)
+    # Links shown on each review page (pages.review_pages), after the author's own.
+    page_links: int = Field(default=5, ge=0, le=50)
+    # Below this score a review is filler, not a relative, and is never linked.
+    min_score: float = Field(default=0.5, ge=0)
+    weights: RelatedWeights = RelatedWeights()
 
 
 FeaturedStrategy = Literal["editors_pick", "highest_rated", "newest"]
@@ -401,6 +558,7 @@ class Config(Section):
     feeds: FeedsConfig = FeedsConfig()
     pages: PagesConfig = PagesConfig()
     digests: list[DigestConfig] = []
+    related: RelatedConfig = RelatedConfig()
     delivery: DeliveryConfig
     server: ServerConfig = ServerConfig()
     schedules: SchedulesConfig = SchedulesConfig()
@@ -626,8 +784,8 @@ def _is_type_tag(part: Any) -> bool:
 
 
 def describe_error(error: Any, lines: dict[tuple[Any, ...], int]) -> str:
-    # Pydantic adds the discriminator's tag ('files') to the location; the YAML has no such key.
-    loc = tuple(part for part in error["loc"] if part not in ("files",))
+    # Pydantic adds the discriminator's tag ('files', 'feed') to the location; not a YAML key.
+    loc = tuple(part for part in error["loc"] if part not in ("files", "feed", "sitemap"))
     loc += tuple((error.get("ctx") or {}).get("at", ()))
     # A union (date | datetime) adds the member's type name; the YAML has no such key either.
     while len(loc) > 1 and loc not in lines and loc[:-1] in lines and _is_type_tag(loc[-1]):

@@ -1,4 +1,4 @@
-"""The stages in order: gather -> store -> feeds, and digest -> delivery.
+"""The stages in order: gather -> store -> related lists -> feeds, and digest -> delivery.
 
 The CLI and the scheduler both run the stages through these functions, so a scheduled
 run and a run by hand do exactly the same thing.
@@ -14,12 +14,30 @@ from datetime import UTC, datetime
 from sqlalchemy.exc import IntegrityError
 
 from syndicate import digest as digests
-from syndicate import feeds, pages, sources, subscribers
+from syndicate import feeds, pages, related, sources, subscribers
 from syndicate.config import Config
 from syndicate.delivery import Sender, SendReport, Transport, open_transport
 from syndicate.store import Store
 
 log = logging.getLogger(__name__)
+
+
+def gather(config: Config, store: Store, now: datetime | None = None) -> sources.GatherReport:
+    """Gather every source, then bring the related lists up to date with what changed.
+
+    The one place gathering happens (the `gather` and `run` commands, the scheduler), so
+    no path leaves the lists behind. Only the reviews this gather touched are compared
+    with the index (none: nothing to do, unless the weights changed); `syndicate related`
+    compares them all, as needed after a failed refresh.
+    """
+    with related.watching(store) as touched:
+        report = sources.gather(config, store, now)
+    try:
+        related.refresh_store(config, store, review_ids=touched)  # logs what it did
+    except Exception as exc:  # the reviews are in; related links must not undo a gather
+        log.exception("related lists not updated")
+        report.error("related lists", f"not updated ({exc}); `syndicate related` retries")
+    return report
 
 
 @dataclass
@@ -102,7 +120,7 @@ class RunReport:
 def run_once(config: Config, store: Store, now: datetime | None = None) -> RunReport:
     """Gather, publish the feeds, and send every digest that has something new."""
     now = now or datetime.now(UTC)
-    gathered = sources.gather(config, store, now)
+    gathered = gather(config, store, now)
     published = feeds.build_feeds(config, store, now)
     report = RunReport(gathered, published)
     transport = open_transport(config)

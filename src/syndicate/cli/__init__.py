@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 
 import click
 
-from syndicate import __version__, feeds, pipeline, sources
+from syndicate import __version__, feeds, pipeline
 from syndicate.cli.app import (
     App,
     friendly_errors,
@@ -22,7 +22,9 @@ from syndicate.cli.digest import digest
 from syndicate.cli.events import events
 from syndicate.cli.init import init
 from syndicate.cli.pages import pages_command
+from syndicate.cli.related import related_command
 from syndicate.cli.serve import serve
+from syndicate.cli.sources import sources_command
 from syndicate.cli.subscribers import subscribers
 from syndicate.config import format_duration, secret
 from syndicate.delivery import open_transport
@@ -63,6 +65,9 @@ def check(app: App) -> None:
     click.echo(f"  site:      {config.site.title} <{config.site.url}>")
     click.echo(f"  database:  {show_url(config.database_url)}")
     for source in config.sources:
+        if source.type != "files":  # a feed or sitemap: `syndicate sources` shows its health
+            click.echo(f"  source:    {source.name} ({source.type}) {source.url}")
+            continue
         folder = config.resolve(source.path)
         state = "" if folder.is_dir() else "  (folder not found!)"
         click.echo(f"  source:    {source.name} ({source.type}) {show_path(folder)}{state}")
@@ -96,7 +101,7 @@ def gather(app: App) -> None:
     file is still gathered, and the exit status is 1.
     """
     with app.store() as store:
-        report = sources.gather(app.config, store)
+        report = pipeline.gather(app.config, store)
     click.echo(f"Gathered: {report.summary()}.")
     for error in report.errors:
         click.echo(f"  error: {error}", err=True)
@@ -214,7 +219,9 @@ cli.add_command(events)
 cli.add_command(subscribers)
 cli.add_command(init)
 cli.add_command(pages_command)
+cli.add_command(related_command)
 cli.add_command(serve)
+cli.add_command(sources_command)
 
 
 def main() -> None:

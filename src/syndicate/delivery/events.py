@@ -29,10 +29,10 @@ import binascii
 import json
 import logging
 from collections import Counter
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, TypeVar
+from typing import Any
 
 from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives.asymmetric.ec import EllipticCurvePublicKey
@@ -44,6 +44,7 @@ from sqlalchemy.orm import Session
 from syndicate import subscribers as readers
 from syndicate.config import Config, MissingSecret, secret
 from syndicate.store import Delivery, DeliveryEvent, Store, Subscriber
+from syndicate.store.database import in_batches
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +67,6 @@ KNOWN = frozenset([*SUPPRESSING, *COUNTED, *RECORDED])
 WITHOUT_ADDRESS = frozenset(["account_status_change"])
 
 MAX_ID = 2**31 - 1  # ids are 32-bit integers in the database
-CHUNK = 500  # values in one IN (...) list
 
 
 class InvalidEvents(ValueError):
@@ -272,23 +272,9 @@ def _apply(
     return True
 
 
-T = TypeVar("T")
-
-
-def _chunks(values: Iterable[T]) -> Iterator[list[T]]:
-    batch: list[T] = []
-    for value in values:
-        batch.append(value)
-        if len(batch) == CHUNK:
-            yield batch
-            batch = []
-    if batch:
-        yield batch
-
-
 def _existing(session: Session, event_ids: list[str]) -> set[str]:
     seen: set[str] = set()
-    for chunk in _chunks(event_ids):
+    for chunk in in_batches(event_ids):
         seen.update(
             session.scalars(
                 select(DeliveryEvent.sg_event_id).where(DeliveryEvent.sg_event_id.in_(chunk))
@@ -324,14 +310,14 @@ class _Subscribers:
 def _subscribers(session: Session, events: list[Event]) -> _Subscribers:
     ids = {e.subscriber_id for e in events if e.subscriber_id}
     by_id: dict[int, Subscriber] = {}
-    for chunk in _chunks(ids):
+    for chunk in in_batches(ids):
         by_id.update(
             (s.id, s) for s in session.scalars(select(Subscriber).where(Subscriber.id.in_(chunk)))
         )
     known = {s.email for s in by_id.values()}
     addresses = {_address(e.email) for e in events if e.email} - known
     by_email = {s.email: s for s in by_id.values()}
-    for chunk in _chunks(addresses):
+    for chunk in in_batches(addresses):
         by_email.update(
             (s.email, s)
             for s in session.scalars(select(Subscriber).where(Subscriber.email.in_(chunk)))
@@ -349,7 +335,7 @@ def _deliveries(
             wanted.setdefault(event.issue_id, set()).add(subscriber.id)
     found: dict[tuple[int | None, int], Delivery] = {}
     for issue_id, subscriber_ids in wanted.items():
-        for chunk in _chunks(subscriber_ids):
+        for chunk in in_batches(subscriber_ids):
             for delivery in session.scalars(
                 select(Delivery).where(
                     Delivery.issue_id == issue_id, Delivery.subscriber_id.in_(chunk)
@@ -393,7 +379,7 @@ def _insert(
         .returning(DeliveryEvent.__table__.c.sg_event_id)
     )
     inserted: set[str] = set()
-    for chunk in _chunks(rows):
+    for chunk in in_batches(rows):
         inserted.update(session.scalars(statement, chunk))
     return inserted
 

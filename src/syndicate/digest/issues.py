@@ -12,6 +12,7 @@ from sqlalchemy.orm import Session
 from syndicate.config import Config, DigestConfig
 from syndicate.digest.render import RenderedIssue, render_issue
 from syndicate.digest.selection import Selection, new_reviews, select_for_issue
+from syndicate.related import Settings
 from syndicate.schedule.triggers import job_period
 from syndicate.store import DigestIssue, IssueReview
 
@@ -74,7 +75,8 @@ def draft(config: Config, session: Session, digest: DigestConfig, now: datetime)
     reviews = new_reviews(session, digest.name, floor, now)
     if not reviews and not digest.send_when_empty:
         return None
-    selection = select_for_issue(session, digest, reviews, now)
+    settings = Settings.from_config(config.related)
+    selection = select_for_issue(session, digest, reviews, now, settings)
     rendered = render_issue(config, digest, number, selection, now)
     start = previous.period_end if previous is not None else floor
     return Draft(digest, number, start, now, selection, rendered)

@@ -6,17 +6,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import or_, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from syndicate.config import DigestConfig, FeaturedStrategy
-from syndicate.store import DigestIssue, IssueReview, Review, ReviewTag
-
-# How much each shared trait counts towards "related". Same film beats same director
-# beats a shared tag; ties go to the newer review.
-SCORE_SAME_FILM = 5.0
-SCORE_SAME_DIRECTOR = 3.0
-SCORE_PER_SHARED_TAG = 1.0
+from syndicate.related import Settings, related_reviews
+from syndicate.store import DigestIssue, IssueReview, Review
 
 
 @dataclass(frozen=True)
@@ -76,20 +71,16 @@ def choose_featured(reviews: Sequence[Review], strategies: Sequence[FeaturedStra
     raise ValueError("no reviews to choose from")
 
 
-def relatedness(a: Review, b: Review) -> float:
-    score = 0.0
-    if a.film and b.film and a.film.casefold() == b.film.casefold():
-        score += SCORE_SAME_FILM
-    if a.director and b.director and a.director.casefold() == b.director.casefold():
-        score += SCORE_SAME_DIRECTOR
-    score += SCORE_PER_SHARED_TAG * len(set(a.tags) & set(b.tags))
-    return score
-
-
 def related_links(
-    session: Session, review: Review, limit: int, exclude: set[str], now: datetime
+    session: Session,
+    review: Review,
+    limit: int,
+    exclude: set[str],
+    now: datetime,
+    settings: Settings | None = None,
 ) -> list[RelatedLink]:
-    """The author's own links first, then the most related reviews in the archive."""
+    """The author's own links first, then the review's stored related list (see
+    syndicate.related), without reviews in `exclude`, withdrawn or not yet published."""
     links: list[RelatedLink] = []
     seen_urls = {review.url}
     for item in review.related:
@@ -108,31 +99,16 @@ def related_links(
         seen_urls.add(item["url"])
     if len(links) >= limit:
         return links[:limit]
-
-    traits = [Review.tag_rows.any(ReviewTag.tag.in_(review.tags))] if review.tags else []
-    if review.film:
-        traits.append(Review.film == review.film)
-    if review.director:
-        traits.append(Review.director == review.director)
-    if not traits:
-        return links
-    candidates = session.scalars(
-        select(Review).where(
-            Review.withdrawn_at.is_(None),
-            Review.published <= now,
-            Review.id != review.id,
-            Review.id.not_in(exclude) if exclude else True,
-            or_(*traits),
-        )
-    ).all()
-    ranked = sorted(
-        (c for c in candidates if c.url not in seen_urls),
-        key=lambda c: (relatedness(review, c), c.published),
-        reverse=True,
+    found = related_reviews(
+        session,
+        review,
+        settings or Settings(),
+        limit - len(links),
+        now,
+        exclude=exclude,
+        exclude_urls=seen_urls,
     )
-    for candidate in ranked:
-        if len(links) >= limit or relatedness(review, candidate) <= 0:
-            break
+    for candidate in found:
         links.append(
             RelatedLink(
                 title=candidate.title,
@@ -146,11 +122,17 @@ def related_links(
 
 
 def select_for_issue(
-    session: Session, digest: DigestConfig, reviews: list[Review], now: datetime
+    session: Session,
+    digest: DigestConfig,
+    reviews: list[Review],
+    now: datetime,
+    settings: Settings | None = None,
 ) -> Selection | None:
     if not reviews:
         return None
     featured = choose_featured(reviews, digest.featured)
     others = [r for r in reviews if r.id != featured.id]
-    related = related_links(session, featured, digest.related, {r.id for r in others}, now)
+    related = related_links(
+        session, featured, digest.related, {r.id for r in others}, now, settings
+    )
     return Selection(featured=featured, others=others, related=related)

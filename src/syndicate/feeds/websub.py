@@ -11,13 +11,17 @@ up: the hub also polls, and the next build pings again. A ping never fails the b
 
 from __future__ import annotations
 
+import contextlib
+import http.client
 import logging
+import socket
 import threading
 import time
 import urllib.error
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import Any
 from urllib.parse import urlencode
 
 from tenacity import (
@@ -103,6 +107,10 @@ def _ping_with_retries(settings: WebSubConfig, hub: str, url: str, deadline: flo
 
 
 def _post(hub: str, url: str, timeout: float) -> None:
+    """One ping. The whole exchange (connecting, the status line, headers, an error's
+    first bytes) ends within `timeout`: a socket timeout alone bounds each read, not their
+    sum, and a hub trickling one byte a second would hold the build for as long as it liked.
+    The reply's body is not read at all when the hub says yes."""
     body = urlencode({"hub.mode": "publish", "hub.url": url}).encode()
     request = urllib.request.Request(
         hub,
@@ -113,17 +121,99 @@ def _post(hub: str, url: str, timeout: float) -> None:
             "User-Agent": f"syndicate/{__version__}",
         },
     )
+    watch = _Watch()
+    opener = urllib.request.build_opener(_HTTPHandler(watch), _HTTPSHandler(watch))
+    timer = threading.Timer(timeout, watch.expire)
+    timer.daemon = True
+    timer.start()
     try:
-        with urllib.request.urlopen(request, timeout=min(timeout, 10)) as response:
-            response.read()
+        with opener.open(request, timeout=min(timeout, 10)):
+            pass  # the status is the answer; whatever body follows is not waited for
     except urllib.error.HTTPError as exc:
-        detail = exc.read(300).decode("utf-8", "replace").strip()
+        try:
+            detail = exc.read(300).decode("utf-8", "replace").strip()
+        except (OSError, http.client.HTTPException):
+            detail = ""
+        finally:
+            exc.close()
         message = f"HTTP {exc.code}" + (f": {detail}" if detail else "")
         if exc.code == 429 or exc.code >= 500:
             raise TemporaryHubError(message) from None
         raise HubRefused(message) from None
-    except (urllib.error.URLError, OSError) as exc:
+    except (urllib.error.URLError, OSError, http.client.HTTPException) as exc:
+        if watch.expired:
+            raise TemporaryHubError("no answer within feeds.websub.timeout") from None
         raise TemporaryHubError(str(getattr(exc, "reason", exc))) from None
+    finally:
+        timer.cancel()
+        watch.expire()  # a connection still open (a redirect's first one) is closed now
+
+
+class _Watch:
+    """The sockets of one ping; at its deadline they are shut down, which ends whatever
+    read is waiting on them at once."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.sockets: list[socket.socket] = []
+        self.expired = False
+
+    def add(self, sock: socket.socket) -> None:
+        with self.lock:
+            self.sockets.append(sock)
+            if not self.expired:
+                return
+        self._shut(sock)
+
+    def expire(self) -> None:
+        with self.lock:
+            self.expired = True
+            sockets, self.sockets = self.sockets, []
+        for sock in sockets:
+            self._shut(sock)
+
+    @staticmethod
+    def _shut(sock: socket.socket) -> None:
+        with contextlib.suppress(OSError):  # closed already
+            sock.shutdown(socket.SHUT_RDWR)  # a plain socket: TLS wraps it later
+
+
+def _watched(base: type[http.client.HTTPConnection], watch: _Watch) -> type:
+    """`base`, with each socket it opens handed to `watch` before any byte is read
+    (before a TLS handshake, too)."""
+
+    class Connection(base):  # type: ignore[valid-type,misc]
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            create = self._create_connection
+
+            def create_watched(*args: Any, **kwargs: Any) -> socket.socket:
+                sock = create(*args, **kwargs)
+                watch.add(sock)
+                return sock
+
+            self._create_connection = create_watched
+
+    return Connection
+
+
+class _HTTPHandler(urllib.request.HTTPHandler):
+    def __init__(self, watch: _Watch) -> None:
+        super().__init__()
+        self.watch = watch
+
+    def http_open(self, req: urllib.request.Request) -> http.client.HTTPResponse:
+        return self.do_open(_watched(http.client.HTTPConnection, self.watch), req)
+
+
+class _HTTPSHandler(urllib.request.HTTPSHandler):
+    def __init__(self, watch: _Watch) -> None:
+        super().__init__()
+        self.watch = watch
+
+    def https_open(self, req: urllib.request.Request) -> http.client.HTTPResponse:
+        connection = _watched(http.client.HTTPSConnection, self.watch)
+        return self.do_open(connection, req, context=self._context)  # type: ignore[attr-defined]
 
 
 def _reason(exc: BaseException) -> str:

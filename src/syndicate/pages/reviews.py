@@ -9,6 +9,7 @@ served from the output folder: that review gets no page, and `syndicate check` w
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
 from pathlib import PurePosixPath
 from urllib.parse import unquote, urlsplit
 
@@ -17,8 +18,10 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from syndicate.config import Config
+from syndicate.digest.selection import related_links
 from syndicate.pages.jsonld import review_data, script_json
 from syndicate.pages.layout import base_context, root_for
+from syndicate.related import Settings
 from syndicate.store import Review
 
 # Folders of the output that other pages own: a review there would overwrite them.
@@ -50,6 +53,8 @@ def link_problems(config: Config) -> list[str]:
     """Sources whose review links cannot have pages in the output folder."""
     problems = []
     for source in config.sources:
+        if source.type != "files":
+            continue  # a feed's or sitemap's reviews live on their own site, not here
         sample = source.link.format(site_url=config.site.url, slug="a-review", id="a-review")
         try:
             page_path(config, sample)
@@ -76,9 +81,14 @@ def build_review_pages(
 ) -> None:
     """Write a page per live review and remove the pages of withdrawn ones."""
     template = env.get_template("pages/review.html.j2")
+    settings = Settings.from_config(config.related)
+    now = datetime.now(UTC)
     taken: dict[PurePosixPath, str] = {}
     withdrawn: list[PurePosixPath] = []
+    remote = {source.name for source in config.sources if source.type != "files"}
     for review in _reviews(session):
+        if review.source in remote:
+            continue  # it has its page on the site it came from
         try:
             path = page_path(config, review.url)
         except NoPage as exc:
@@ -93,10 +103,15 @@ def build_review_pages(
             continue
         taken[path] = review.id
         context = base_context(config, root_for(path))
+        # The author's links, then the stored related list (syndicate.related).
+        related = related_links(
+            session, review, len(review.related) + config.related.page_links, set(), now, settings
+        )
         html = template.render(
             {
                 **context,
                 "review": review,
+                "related": related,
                 "canonical": review.url,
                 "description": review.summary,
                 "jsonld": script_json(review_data(config, review)),

@@ -10,7 +10,6 @@ from syndicate import pipeline
 from syndicate.delivery import IssueBusy, TransportUnavailable, open_transport
 from syndicate.feeds import build_feeds
 from syndicate.pages import build_pages
-from syndicate.sources import gather
 from syndicate.store import Store
 
 log = logging.getLogger("syndicate.schedule")
@@ -19,7 +18,7 @@ log = logging.getLogger("syndicate.schedule")
 def gather_job(config_path: str) -> None:
     config = configuration.load(config_path)
     with Store(config.database_url) as store:
-        report = gather(config, store)
+        report = pipeline.gather(config, store)
         log.info("gather: %s", report.summary())
         if report.changed:
             # Readers should not wait for the next feeds run to see a new review.

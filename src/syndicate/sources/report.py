@@ -31,5 +31,5 @@ class GatherReport:
             f"{self.withdrawn} withdrawn"
         )
         if self.errors:
-            text += f", {len(self.errors)} file(s) with errors"
+            text += f", {len(self.errors)} error(s)"  # files, sources, or pages of a sitemap
         return text

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from alembic import command
 from alembic.config import Config as AlembicConfig
@@ -14,6 +14,22 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
 MIGRATIONS = Path(__file__).resolve().parent.parent / "migrations"
+
+
+T = TypeVar("T")
+IN_LIST = 500  # values in one IN (...) list: well under every database's parameter limit
+
+
+def in_batches(values: Iterable[T], size: int = IN_LIST) -> Iterator[list[T]]:
+    """`values` in lists of at most `size`, for queries with an IN (...) list each."""
+    batch: list[T] = []
+    for value in values:
+        batch.append(value)
+        if len(batch) == size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
 
 
 class Store:

@@ -273,3 +273,68 @@ class DeliveryEvent(Base):
     detail: Mapped[str] = mapped_column(Text, default="")
     occurred_at: Mapped[datetime] = mapped_column(UTCDateTime)
     received_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class SourceState(Base):
+    """How a remote source (feed, sitemap) answered when last polled: for the next
+    conditional GET, for `syndicate sources`, and for the operator chasing a failure."""
+
+    __tablename__ = "source_states"
+
+    name: Mapped[str] = mapped_column(String(100), primary_key=True)
+    type: Mapped[str] = mapped_column(String(20))
+    # The configured URL, and where a permanent redirect (301, 308) said it now lives:
+    # the next poll goes there directly.
+    configured_url: Mapped[str] = mapped_column(String(2000))
+    url: Mapped[str] = mapped_column(String(2000))
+    etag: Mapped[str | None] = mapped_column(String(500))
+    last_modified: Mapped[str | None] = mapped_column(String(100))
+    last_checked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    last_success_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # The latest failure; kept after a later success, whose time shows it is over.
+    last_error: Mapped[str | None] = mapped_column(Text)
+    last_error_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    items: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class SourcePage(Base):
+    """One page a sitemap source lists: its lastmod and validators, so an unchanged page
+    is not fetched again."""
+
+    __tablename__ = "source_pages"
+
+    source: Mapped[str] = mapped_column(String(100), primary_key=True)
+    url: Mapped[str] = mapped_column(String(2000), primary_key=True)
+    lastmod: Mapped[str | None] = mapped_column(String(100))
+    etag: Mapped[str | None] = mapped_column(String(500))
+    last_modified: Mapped[str | None] = mapped_column(String(100))
+    fetched_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # Why the last fetch or extraction failed; such a page is tried again next run.
+    error: Mapped[str | None] = mapped_column(Text)
+
+
+class FeedSlot(Base):
+    """A review's place in one feed's RFC 5005 archive (syndicate.feeds): given when the
+    review first appears in that feed, after every review already there, and never
+    changed or reused. A review that leaves the feed (a tag removed, withdrawn) keeps
+    its row, so its slot stays empty instead of every later review moving up."""
+
+    __tablename__ = "feed_slots"
+
+    # The feed's key: "site", "tag:<slug>", "<extra feed name>[:<slug>]".
+    feed_key: Mapped[str] = mapped_column(String(500), primary_key=True)
+    # No foreign key: a review deleted from the database leaves its slot taken.
+    review_id: Mapped[str] = mapped_column(String(200), primary_key=True)
+    slot: Mapped[int] = mapped_column(Integer)  # 0-based; archive page slot // page_size + 1
+
+    __table_args__ = (UniqueConstraint("feed_key", "slot", name="uq_feed_slots_slot"),)
+
+
+class FeedArchive(Base):
+    """How one feed's archive is paged, as first published: raising feeds.items later
+    does not re-page it (docs/feeds.md)."""
+
+    __tablename__ = "feed_archives"
+
+    feed_key: Mapped[str] = mapped_column(String(500), primary_key=True)
+    page_size: Mapped[int] = mapped_column(Integer)
