@@ -111,7 +111,7 @@ def main() -> None:
             rows,
         )
         report = timed(
-            "build every feed (site + per tag, RSS + Atom)",
+            "build every feed and archive page (RSS, Atom, JSON Feed)",
             lambda: feeds.build_feeds(config, store),
             rows,
         )
