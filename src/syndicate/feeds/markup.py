@@ -13,26 +13,9 @@ from email.utils import format_datetime
 
 from syndicate.sources.content import xml_safe
 
-
-def text(value: str) -> str:
-    """Character data: &, < and > escaped, characters XML forbids dropped."""
-    return xml_safe(value).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
-
-
-def attr(value: str) -> str:
-    """An attribute value for double quotes."""
-    return text(value).replace('"', "&quot;")
-
-
-def element(name: str, value: str | None, indent: str) -> str:
-    """`<name>value</name>` on its own line, or nothing when there is no value."""
-    if value is None or value == "":
-        return ""
-    return f"{indent}<{name}>{text(value)}</{name}>\n"
-
-
 # Item values are cleaned of XML-forbidden characters once, when loaded (items.py), so
-# the functions below, called for every item of every document, only escape.
+# the item_ functions, called for every item of every document, only escape; the others
+# clean first.
 
 
 def item_text(value: str) -> str:
@@ -44,9 +27,24 @@ def item_attr(value: str) -> str:
 
 
 def item_element(name: str, value: str | None, indent: str) -> str:
+    """`<name>value</name>` on its own line, or nothing when there is no value."""
     if value is None or value == "":
         return ""
     return f"{indent}<{name}>{item_text(value)}</{name}>\n"
+
+
+def text(value: str) -> str:
+    """Character data: &, < and > escaped, characters XML forbids dropped."""
+    return item_text(xml_safe(value))
+
+
+def attr(value: str) -> str:
+    """An attribute value for double quotes."""
+    return item_attr(xml_safe(value))
+
+
+def element(name: str, value: str | None, indent: str) -> str:
+    return item_element(name, None if value is None else xml_safe(value), indent)
 
 
 def rfc822(moment: datetime) -> str:
