@@ -59,4 +59,4 @@ bench: $(STAMP)
 	$(BIN)/python bench/related_at_scale.py
 
 clean:
-	rm -rf $(VENV) var public .pytest_cache .ruff_cache
+	rm -rf $(VENV) var public .pytest_cache .ruff_cache test-artifacts

@@ -10,6 +10,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 
 from sqlalchemy.exc import IntegrityError
 
@@ -45,6 +46,8 @@ class DigestOutcome:
     name: str
     report: SendReport | None  # None: no issue, for the reason below
     reason: str = "nothing new since the last issue; no issue sent"
+    # Archive pages written when the issue was recorded, before its first email.
+    pages_written: list[Path] = field(default_factory=list)
 
     def summary(self) -> str:
         if self.report is None:
@@ -87,7 +90,8 @@ def send_digest(
     if issue_id is None:
         log.info("digest %s: nothing new; no issue", name)
         return DigestOutcome(name, None)
-    pages.publish_archive(config, store)  # "View in your browser" works from the first email
+    # "View in your browser" works from the first email.
+    archive = pages.publish_archive(config, store)
     sender = Sender(config, store, transport)
     total = sender.remaining(issue_id)
     done = 0
@@ -100,7 +104,7 @@ def send_digest(
 
     report = sender.send(issue_id, step)
     log.info("%s", report.summary())
-    return DigestOutcome(name, report)
+    return DigestOutcome(name, report, pages_written=archive.written if archive else [])
 
 
 @dataclass
@@ -130,4 +134,8 @@ def run_once(config: Config, store: Store, now: datetime | None = None) -> RunRe
     finally:
         transport.close()
     report.pages = pages.build_pages(config, store)
+    # Pages the sends wrote are this run's work too, not "unchanged".
+    early = {path for outcome in report.digests for path in outcome.pages_written}
+    report.pages.written = [*sorted(early), *(p for p in report.pages.written if p not in early)]
+    report.pages.unchanged = [p for p in report.pages.unchanged if p not in early]
     return report
