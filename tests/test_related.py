@@ -6,6 +6,7 @@ see: the author's own links first, in the digest and on the review pages.
 
 from __future__ import annotations
 
+import re
 import shutil
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -324,3 +325,53 @@ def test_the_related_command_shows_a_reviews_list_with_its_scores(related_site: 
     assert "(author's) Linklater on the trilogy, in interview" in lines[2]
     assert "before-sunset: " in lines[3] and "before-sunrise: " in lines[4]
     assert related_site.cli("related", "no-such-review", ok=False).exit_code == 1
+
+
+def test_the_authors_own_links_skip_withdrawn_and_future_reviews(
+    related_site: Site, store: Store
+) -> None:
+    reviews = related_site.reviews
+    text = (reviews / "arrival.md").read_text("utf-8")
+    extra = (
+        "related:\n"
+        f"  - {{title: Gone, url: '{BASE}parasite/'}}\n"
+        f"  - {{title: Not yet, url: '{BASE}whiplash/'}}\n"
+        f"  - {{title: In this issue, url: '{BASE}get-out/'}}\n"
+        f"  - {{title: Still here, url: '{BASE}lady-bird/'}}\n"
+    )
+    (reviews / "arrival.md").write_text(text.replace("---\n", "---\n" + extra, 1), "utf-8")
+    whiplash = (reviews / "whiplash.md").read_text("utf-8")
+    later = (datetime.now(UTC) + timedelta(days=30)).isoformat()
+    (reviews / "whiplash.md").write_text(
+        re.sub(r"published: .*", f"published: {later}", whiplash, count=1), "utf-8"
+    )
+    related_site.cli("gather")
+    (reviews / "parasite.md").unlink()  # gathered once, now withdrawn: its page is gone
+    related_site.cli("gather")
+    with store.session() as session:
+        arrival = session.get(Review, "arrival")
+        assert arrival is not None
+        links = related_links(session, arrival, 6, {"get-out"}, datetime.now(UTC))
+    urls = [link.url for link in links]
+    # The author's links to live reviews stand, even one in this issue (their choice);
+    # the withdrawn one and the one not published yet are gone.
+    assert urls[:2] == [BASE + "get-out/", BASE + "lady-bird/"]
+    assert not {BASE + "parasite/", BASE + "whiplash/"} & set(urls)
+
+
+def test_a_site_that_starts_empty_gets_text_similarity_once_reviews_arrive(
+    related_site: Site, store: Store
+) -> None:
+    """A new site's first gather often finds nothing; the index built then must not
+    freeze word frequencies of an empty archive."""
+    kept = related_site.root / "kept"
+    related_site.reviews.rename(kept)
+    related_site.reviews.mkdir()
+    related_site.cli("gather")
+    for name in ["arrival.md", "dune-2021-okafor.md", "dune-part-two.md", "blade-runner-2049.md"]:
+        shutil.copy(kept / name, related_site.reviews / name)
+    related_site.cli("gather")
+    with store.session() as session:
+        words = session.scalar(select(func.count()).select_from(RelatedFeature))
+        build = session.get(RelatedBuild, 1)
+    assert words and words > 0 and build is not None and build.documents == 4

@@ -87,6 +87,10 @@ def related_links(
         if item["url"] in seen_urls:
             continue
         match = session.scalars(select(Review).where(Review.url == item["url"])).first()
+        # The author's choice stands, even for a review in this issue; but not a link to a
+        # withdrawn review (its page is gone) or to one not published yet.
+        if match is not None and (not match.live or match.published > now):
+            continue
         links.append(
             RelatedLink(
                 title=item["title"],

@@ -102,9 +102,14 @@ def refresh(
     it, every review is compared with the index.
     """
     start = time.perf_counter()
-    build = session.get(RelatedBuild, 1)
+    # Locked (on PostgreSQL) so two refreshes at once run one after the other: the
+    # second then finds nothing left to do instead of inserting the same rows.
+    build = session.get(RelatedBuild, 1, with_for_update=True)
     report = Refresh()
-    if build is not None and not full and build.settings == settings.digest():
+    # A build over a handful of reviews (a new site's first gather) has no word
+    # frequencies worth keeping: until the archive has grown, rebuilding is cheap.
+    grown = build is not None and build.documents >= REBUILD_MIN
+    if build is not None and grown and not full and build.settings == settings.digest():
         changed, gone = stale(session, review_ids)
         report.scan_seconds = time.perf_counter() - start
         if not changed and not gone:
