@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import os
 import re
+import threading
+import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -18,9 +20,9 @@ import pytest
 from lxml import etree
 from sqlalchemy import select
 
-from syndicate import feeds
+from syndicate import feeds, sources
 from syndicate.store import Review, Store
-from tests.conftest import Site
+from tests.conftest import Site, make_site
 
 SITE_URL = "https://reelnotes.example.com/"
 ID_PREFIX = "tag:reelnotes.example.com,2026:review:"
@@ -483,3 +485,47 @@ def test_a_review_dated_in_the_future_waits_for_its_time(site: Site) -> None:
     assert feed_ids(site, "atom.xml")[0] == "premiere"
     assert feed_ids(site, "tags/premieres/feed.xml") == ["premiere"]
     assert "premiere" in feed_ids(site, "tags/drama/feed.xml")
+
+
+def test_two_gathers_storing_the_same_new_review_at_once_do_not_crash(
+    tmp_path: Path, database_url: str, secret_env: str
+) -> None:
+    """Another gather has stored (not yet committed) the same new review: on PostgreSQL
+    this one's insert then fails on the primary key. It must say so and stop cleanly; on
+    SQLite it waits its turn and finds the review there."""
+    site = make_site(tmp_path / "site", database_url=database_url)
+    config = site.config
+    with Store(config.database_url) as store, store.session() as other:
+        other.add(
+            Review(
+                id="past-lives",
+                source="reviews",
+                source_key="past-lives.md",
+                fingerprint="stored by the other gather",
+                slug="past-lives",
+                title="Past Lives",
+                url="https://reelnotes.example.com/reviews/past-lives/",
+                published=datetime.now(UTC),
+                updated=datetime.now(UTC),
+                first_seen=datetime.now(UTC),
+            )
+        )
+        other.flush()  # the row is locked until this session commits
+        reports: list[sources.GatherReport] = []
+
+        def racer() -> None:
+            with Store(config.database_url) as mine:
+                reports.append(sources.gather(config, mine))
+
+        thread = threading.Thread(target=racer)
+        thread.start()
+        time.sleep(0.5)
+    thread.join(timeout=60)
+
+    assert len(reports) == 1, "the racing gather crashed"
+    if database_url.startswith("postgresql"):
+        assert any("another gather was storing the same reviews" in e for e in reports[0].errors)
+    again = sources.gather(config, Store(config.database_url))
+    assert not again.errors
+    with Store(config.database_url) as store, store.session() as session:
+        assert len(session.scalars(select(Review)).all()) == 10
