@@ -22,6 +22,7 @@ from syndicate import related
 from syndicate.digest.selection import related_links
 from syndicate.related.features import rarity
 from syndicate.related.index import best, stored_list, stored_vector
+from syndicate.related.text import key
 from syndicate.related.update import Scorer
 from syndicate.store import RelatedBuild, RelatedFeature, RelatedLink, Review, ReviewTag, Store
 from tests.conftest import ROOT, Site, make_site
@@ -375,3 +376,10 @@ def test_a_site_that_starts_empty_gets_text_similarity_once_reviews_arrive(
         words = session.scalar(select(func.count()).select_from(RelatedFeature))
         build = session.get(RelatedBuild, 1)
     assert words and words > 0 and build is not None and build.documents == 4
+
+
+def test_names_match_across_spellings_but_not_across_languages_of_code() -> None:
+    assert key("Paweł Pawlikowski") == key("Pawel Pawlikowski")
+    assert key("Søren Kragh-Jacobsen") == key("soren kragh jacobsen")
+    assert key("Kieślowski") == key("KIESLOWSKI")
+    assert key("C++") != key("C#") and key("sci-fi") == key("Sci Fi")

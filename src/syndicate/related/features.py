@@ -31,6 +31,9 @@ _CO_DIRECTORS = re.compile(r",|&|/|\band\b", re.IGNORECASE)
 _KEY_LENGTH = 200
 
 
+FEATURES_VERSION = 2  # 2: names keep + and #, and fold letters such as ł and ø
+
+
 @dataclass(frozen=True)
 class Settings:
     keep: int = 10
@@ -48,7 +51,9 @@ class Settings:
 
     def digest(self) -> str:
         """Changes when anything that shapes the stored lists does: then they are rebuilt."""
-        shape = (TERMS_KEPT, MIN_COMMON, MAX_COMMON)  # code that shapes them counts too
+        # Code that shapes them counts too: FEATURES_VERSION changes with how features
+        # are made (how names are keyed, say), so stored builds are redone.
+        shape = (FEATURES_VERSION, TERMS_KEPT, MIN_COMMON, MAX_COMMON)
         values = (*shape, *(float(v) for v in astuple(self)))  # 2 and 2.0 alike
         return hashlib.sha256(repr(values).encode()).hexdigest()
 

@@ -15,7 +15,12 @@ from collections import Counter
 _TAGS = re.compile(r"<[^>]+>")
 _MARKS = re.compile(r"[\u0300-\u036f]")
 _WORD = re.compile(r"[^\W\d_]{2,}")
-_NOT_ALNUM = re.compile(r"[\W_]+")
+# Names keep + and # ("C++" and "C#" are not the same tag); other punctuation goes.
+_NOT_NAME = re.compile(r"[^\w+#]+|_+")
+# Letters NFKD does not take apart: "Paweł" must meet "Pawel", "Søren" meet "Soren".
+_LETTERS = str.maketrans(
+    {"ł": "l", "ø": "o", "đ": "d", "ð": "d", "þ": "th", "æ": "ae", "œ": "oe", "ß": "ss", "ı": "i"}
+)
 
 # Words in nearly every review say nothing about which reviews belong together; they
 # would only crowd the few distinctive ones out of a review's kept terms.
@@ -49,12 +54,12 @@ def fold(text: str) -> str:
     folded = text.casefold()
     if folded.isascii():  # most English text: nothing to decompose
         return folded
-    return _MARKS.sub("", unicodedata.normalize("NFKD", folded))
+    return _MARKS.sub("", unicodedata.normalize("NFKD", folded.translate(_LETTERS)))
 
 
 def key(text: str) -> str:
     """A name (film, director, tag) reduced to letters and digits for matching."""
-    return " ".join(_NOT_ALNUM.sub(" ", fold(text)).split())
+    return " ".join(_NOT_NAME.sub(" ", fold(text)).split())
 
 
 def _stem(word: str) -> str:
