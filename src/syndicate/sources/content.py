@@ -5,7 +5,7 @@ from __future__ import annotations
 import html
 import re
 from functools import cache
-from urllib.parse import urljoin
+from urllib.parse import urljoin, urlsplit
 
 import nh3
 from markdown_it import MarkdownIt
@@ -76,3 +76,10 @@ def first_paragraph(fragment: str, limit: int = 280) -> str:
 def slugify(text: str) -> str:
     slug = re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")
     return slug or "review"
+
+
+def sanitise_url(url: str | None, base: str) -> str | None:
+    if not url:
+        return None
+    absolute = urljoin(base, url.strip())
+    return absolute if urlsplit(absolute).scheme in ("http", "https") else None

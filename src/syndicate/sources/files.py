@@ -14,7 +14,6 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from urllib.parse import urljoin, urlsplit
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import select
@@ -25,6 +24,7 @@ from syndicate.sources.content import (
     first_paragraph,
     markdown_to_html,
     sanitise,
+    sanitise_url,
     slugify,
     xml_safe,
 )
@@ -250,10 +250,3 @@ class FilesGatherer:
         else:
             review.updated = max(self.now, review.published)
         review.withdrawn_at = None
-
-
-def sanitise_url(url: str | None, base: str) -> str | None:
-    if not url:
-        return None
-    absolute = urljoin(base, url.strip())
-    return absolute if urlsplit(absolute).scheme in ("http", "https") else None

@@ -29,9 +29,8 @@ from urllib.parse import urlsplit
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from syndicate.sources.content import first_paragraph, sanitise, slugify, xml_safe
+from syndicate.sources.content import first_paragraph, sanitise, sanitise_url, slugify, xml_safe
 from syndicate.sources.entry import Entry, plausible
-from syndicate.sources.files import sanitise_url
 from syndicate.sources.report import GatherReport
 from syndicate.store import Review
 

@@ -87,6 +87,10 @@ class Web:
     def bad_link(self, problem: str, advice: str, status: int = 400) -> HTMLResponse:
         return self.page("invalid_link", status, problem=problem, advice=advice)
 
+    def gone(self) -> HTMLResponse:
+        """A valid link for a subscriber who has since been deleted."""
+        return self.bad_link("This address is no longer on the list", "Sign up again.", 404)
+
     async def db(self, work: Callable[..., T], *args: Any) -> T:
         def in_session() -> T:
             with self.store.session() as session:
@@ -194,7 +198,7 @@ class Web:
         subscriber_id, digests = found
         subscriber = await self.db(lambda s: s.get(Subscriber, subscriber_id))
         if subscriber is None:
-            return self.bad_link("This address is no longer on the list", "Sign up again.", 404)
+            return self.gone()
         return self.page(
             "confirm",
             email=subscriber.email,
@@ -211,7 +215,7 @@ class Web:
         try:
             email = await self.db(lambda s: confirm(s, subscriber_id, digests, known))
         except LookupError:
-            return self.bad_link("This address is no longer on the list", "Sign up again.", 404)
+            return self.gone()
         log.info("%s confirmed %s", email, ", ".join(digests))
         return self.page("confirmed", email=email, digests=self.titles(digests))
 
@@ -256,7 +260,7 @@ class Web:
     async def show_preferences(self, request: Request, subscriber_id: int, saved: bool) -> Response:
         subscriber = await self.db(lambda s: s.get(Subscriber, subscriber_id))
         if subscriber is None:
-            return self.bad_link("This address is no longer on the list", "Sign up again.", 404)
+            return self.gone()
         active = subscriber.status == Subscriber.ACTIVE
         return self.page(
             "preferences",
@@ -280,13 +284,13 @@ class Web:
         if form.get("action") == "unsubscribe" or not chosen:
             email = await self.db(lambda s: unsubscribe_all(s, found, "unsubscribed from all"))
             if email is None:
-                return self.bad_link("This address is no longer on the list", "", 404)
+                return self.gone()
             return self.page(
                 "unsubscribed", email=email, preferences_url=self.preferences_url(found)
             )
         done = await self.db(lambda s: save_choices(s, found, chosen, name))
         if done is None:
-            return self.bad_link("This address is no longer on the list", "Sign up again.", 404)
+            return self.gone()
         if not done:
             return self.bad_link(
                 "This address cannot be subscribed again from here",
