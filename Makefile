@@ -48,7 +48,7 @@ docs: $(STAMP)
 
 test: $(STAMP) lint
 	$(BIN)/cog --check docs/cli.md
-	sh tests/setup/browser.sh
+	sh tests/setup/browser.sh && sh tests/setup/redis.sh
 	$(BIN)/python -m pytest -n 2 --durations=10
 
 bench: $(STAMP)

@@ -21,7 +21,8 @@ from syndicate import config as configuration
 from syndicate.cli import cli
 
 # Real-browser fixtures (`browser`, `serve`, `window_size`): see tests/browser.py.
-pytest_plugins = ["tests.browser"]
+# A throwaway Redis server (`redis_url`): see tests/redisserver.py.
+pytest_plugins = ["tests.browser", "tests.redisserver"]
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE_REVIEWS = ROOT / "examples" / "site" / "reviews"

@@ -498,6 +498,51 @@ class DeliveryConfig(Section):
         return self.batch_size or (1000 if self.transport == "sendgrid" else 100)
 
 
+def _check_broker_url(value: str) -> str:
+    parts = urlsplit(value)
+    if parts.scheme not in {"redis", "rediss", "amqp", "amqps", "pyamqp", "sentinel"}:
+        raise ValueError(
+            f"expected a Redis or RabbitMQ URL (redis://host:6379/0, amqp://host//), got {value!r}"
+        )
+    if parts.password:
+        raise ValueError(
+            "the broker URL holds a password: put the whole URL in an environment "
+            "variable and name it in workers.broker_url_env instead"
+        )
+    return value
+
+
+class WorkersConfig(Section):
+    """Celery fan-out (pip install 'syndicate[celery]'): set, digest sends are split into
+    batches that `syndicate worker` processes on any machine send."""
+
+    broker_url: Annotated[str, AfterValidator(_check_broker_url)] | None = None
+    # For a URL with credentials: the environment variable holding it.
+    broker_url_env: EnvName | None = None
+    queue: str = Field(default="syndicate", min_length=1, max_length=100)
+    # Redis: a batch taken by a worker that then died goes to another after this long.
+    visibility_timeout: Duration = timedelta(hours=1)
+
+    @model_validator(mode="after")
+    def _one_url(self) -> WorkersConfig:
+        if self.broker_url and self.broker_url_env:
+            raise ValueError("set workers.broker_url or workers.broker_url_env, not both")
+        if self.visibility_timeout < timedelta(seconds=1):
+            raise ValueError("workers.visibility_timeout must be at least 1s")
+        return self
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.broker_url or self.broker_url_env)
+
+    def url(self) -> str:
+        if self.broker_url_env:
+            return secret(self.broker_url_env, "Celery broker URL (workers.broker_url_env)")
+        if not self.broker_url:
+            raise ValueError("workers.broker_url is not set")
+        return self.broker_url
+
+
 class ServerConfig(Section):
     # The public address of syndicate's web side: unsubscribe and preference links use it.
     base_url: AbsoluteUrl | None = None
@@ -561,6 +606,7 @@ class Config(Section):
     related: RelatedConfig = RelatedConfig()
     delivery: DeliveryConfig
     server: ServerConfig = ServerConfig()
+    workers: WorkersConfig = WorkersConfig()
     schedules: SchedulesConfig = SchedulesConfig()
     templates: Path | None = None
 
@@ -638,6 +684,8 @@ class Config(Section):
         if self.delivery.transport == "smtp":
             smtp = self.delivery.smtp
             names += [n for n in (smtp.username_env, smtp.password_env) if n]
+        if self.workers.broker_url_env:
+            names.append(self.workers.broker_url_env)
         return names
 
     def template_dirs(self) -> list[Path]:

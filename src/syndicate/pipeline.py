@@ -62,10 +62,12 @@ def send_digest(
     transport: Transport,
     now: datetime | None = None,
     progress: Callable[[int, int], None] | None = None,
+    wait: bool = True,
 ) -> DigestOutcome:
     """Finish the digest's unfinished issue, or record and send a new one if anything is new.
 
-    `progress(done, total)` is called after each batch.
+    `progress(done, total)` is called after each batch. With Celery workers configured,
+    the batches go to them; `wait=False` returns once they are queued.
     """
     now = now or datetime.now(UTC)
     digest = config.digest(name)
@@ -92,7 +94,12 @@ def send_digest(
         return DigestOutcome(name, None)
     # "View in your browser" works from the first email.
     archive = pages.publish_archive(config, store)
-    sender = Sender(config, store, transport)
+    fan_out = None
+    if config.workers.enabled:
+        from syndicate.workers import CeleryFanOut  # Celery is an optional extra
+
+        fan_out = CeleryFanOut(config, wait=wait)
+    sender = Sender(config, store, transport, fan_out)
     total = sender.remaining(issue_id)
     done = 0
 

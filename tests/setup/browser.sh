@@ -18,15 +18,8 @@ if [ "$(id -u)" -ne 0 ] || ! command -v apt-get >/dev/null 2>&1; then
 fi
 
 echo "tests/setup/browser.sh: installing chromium and chromium-driver for the browser tests"
-export DEBIAN_FRONTEND=noninteractive
-log=$(mktemp)
-if ! { apt-get update -qq && apt-get install -y -qq --no-install-recommends chromium chromium-driver; } >"$log" 2>&1; then
-    cat "$log" >&2
-    echo "tests/setup/browser.sh: apt-get could not install chromium chromium-driver" >&2
-    rm -f "$log"
-    exit 1
-fi
-rm -f "$log"
+. "$(dirname "$0")/apt.sh"
+apt_install tests/setup/browser.sh chromium chromium-driver
 
 if ! command -v chromium >/dev/null 2>&1 || ! command -v chromedriver >/dev/null 2>&1; then
     echo "tests/setup/browser.sh: apt-get finished, but chromium or chromedriver is still missing" >&2

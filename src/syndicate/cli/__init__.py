@@ -26,6 +26,7 @@ from syndicate.cli.related import related_command
 from syndicate.cli.serve import serve
 from syndicate.cli.sources import sources_command
 from syndicate.cli.subscribers import subscribers
+from syndicate.cli.worker import worker
 from syndicate.config import format_duration, secret
 from syndicate.delivery import open_transport
 from syndicate.pages import check_problems as page_problems
@@ -222,6 +223,7 @@ cli.add_command(pages_command)
 cli.add_command(related_command)
 cli.add_command(serve)
 cli.add_command(sources_command)
+cli.add_command(worker)
 
 
 def main() -> None:

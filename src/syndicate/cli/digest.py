@@ -84,17 +84,26 @@ def preview(app: App, name: str, address: str | None, output: Path | None) -> No
 
 @digest.command()
 @click.argument("name")
+@click.option(
+    "--no-wait",
+    is_flag=True,
+    help="With Celery workers (workers.broker_url): return once the batches are queued.",
+)
 @pass_app
-def send(app: App, name: str) -> None:
+def send(app: App, name: str, no_wait: bool) -> None:
     """Send digest NAME: finish an interrupted issue, or send a new one if anything is new.
 
     Safe to run again at any time: a subscriber who has the issue never gets it twice.
+    With Celery workers configured, the batches are queued for them and this waits,
+    showing progress, until they are all sent.
     """
     config = app.config
     with friendly_errors(), app.store() as store, progress(f"Sending {name}") as bar:
         transport = open_transport(config)
         try:
-            outcome = pipeline.send_digest(config, store, name, transport, progress=bar)
+            outcome = pipeline.send_digest(
+                config, store, name, transport, progress=bar, wait=not no_wait
+            )
         finally:
             transport.close()
     click.echo(outcome.summary())

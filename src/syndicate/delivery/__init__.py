@@ -1,7 +1,8 @@
 """Delivering issues: building MIME messages, transports, and the exactly-once ledger."""
 
-from syndicate.delivery.ledger import IssueBusy, Sender, SendReport
+from syndicate.delivery.ledger import IssueBusy, SendReport
 from syndicate.delivery.message import Letter, Outcome, Recipient, build_message
+from syndicate.delivery.sender import Sender
 from syndicate.delivery.transports import (
     OutboxTransport,
     SmtpTransport,

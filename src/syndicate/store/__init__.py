@@ -1,5 +1,6 @@
 """Everything syndicate keeps: reviews, subscribers, digest issues and the delivery ledger."""
 
+from syndicate.store.coordination import DeliveryBatch, JobRun, SchedulerLease
 from syndicate.store.database import Store, upgrade_schema
 from syndicate.store.models import (
     Delivery,
@@ -26,11 +27,13 @@ from syndicate.store.related import (  # registers the related_* tables with the
 
 __all__ = [
     "Delivery",
+    "DeliveryBatch",
     "DeliveryEvent",
     "DigestIssue",
     "FeedArchive",
     "FeedSlot",
     "IssueReview",
+    "JobRun",
     "RelatedBuild",
     "RelatedDocument",
     "RelatedFeature",
@@ -38,6 +41,7 @@ __all__ = [
     "RelatedTerm",
     "Review",
     "ReviewTag",
+    "SchedulerLease",
     "SourcePage",
     "SourceState",
     "Store",

@@ -1,0 +1,239 @@
+"""Celery fan-out: an issue's batches sent by `syndicate worker` processes on any machine.
+
+Optional (pip install 'syndicate[celery]'), switched on by `workers.broker_url`. The
+sender plans the batches in the database and enqueues one task per batch; a task
+carries only the batch's id. What a task does is what a thread of an in-process send
+does (syndicate.delivery.batches), so the ledger keeps its guarantee however the
+tasks are delivered:
+
+- acks late: a task is acknowledged after its batch is recorded, so a worker killed
+  mid-batch leaves the task to the broker, which hands it to another worker (Redis: after
+  workers.visibility_timeout). That worker finds the batch claimed by a dead process,
+  marks what it had in flight UNKNOWN (not resent) and sends whoever was not reached.
+- A task delivered twice finds its batch done, or held by a live worker: it waits for
+  that worker (retrying) and then has nothing to do.
+- Workers on the same machine as a dead one see at once that its process is gone; a
+  worker on another machine waits for the batch's claim to lapse (10 minutes).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from datetime import UTC, datetime
+from typing import Any
+
+from kombu.exceptions import KombuError
+from sqlalchemy import case, func, select
+from sqlalchemy.exc import InterfaceError, OperationalError
+
+from syndicate import config as configuration
+from syndicate.config import Config, secret
+from syndicate.delivery.batches import BatchBusy, Batches
+from syndicate.delivery.ledger import SendReport, owner_name
+from syndicate.delivery.message import Letter
+from syndicate.delivery.sender import Progress, issue_letter, wait_for_batches
+from syndicate.delivery.transports import Transport, TransportUnavailable, open_transport
+from syndicate.store import Delivery, DeliveryBatch, DigestIssue, Store
+
+try:
+    from celery import Celery
+except ImportError:  # the extra is not installed
+    Celery = None
+
+log = logging.getLogger(__name__)
+
+TASK = "syndicate.send_batch"
+
+
+class CeleryMissing(RuntimeError):
+    pass
+
+
+def celery_app(config: Config) -> Any:
+    if Celery is None:
+        raise CeleryMissing(
+            "workers.broker_url is set but Celery is not installed: pip install 'syndicate[celery]'"
+        )
+    workers = config.workers
+    visibility = max(1, int(workers.visibility_timeout.total_seconds()))
+    app = Celery("syndicate", broker=workers.url(), set_as_current=False)
+    app.conf.update(
+        task_default_queue=workers.queue,
+        task_acks_late=True,
+        # A worker process killed outright: the task goes back to the broker.
+        task_reject_on_worker_lost=True,
+        task_ignore_result=True,
+        # One task at a time per worker slot: a prefetched task a dead worker held would
+        # wait a visibility timeout for nothing.
+        worker_prefetch_multiplier=1,
+        broker_transport_options={
+            "visibility_timeout": visibility,
+            # Look for tasks of dead workers (older than the visibility timeout) every
+            # few seconds, not kombu's default of every 100 s.
+            "unacked_restore_interval": max(1, min(10, visibility // 4)),
+            "unacked_restore_throttle": 1,
+        },
+        broker_connection_retry_on_startup=True,
+        worker_hijack_root_logger=False,
+    )
+    app.task(name=TASK, bind=True, max_retries=None)(_send_batch)
+    return app
+
+
+class CeleryFanOut:
+    """The sender's side: enqueue the issue's queued batches, wait until none is open."""
+
+    def __init__(self, config: Config, wait: bool = True, poll: float = 0.5) -> None:
+        self.app = celery_app(config)
+        self.wait = wait
+        self.poll = poll
+
+    def send(
+        self, batches: Batches, issue_id: int, report: SendReport, progress: Progress | None
+    ) -> None:
+        before = _counts(batches.store, issue_id)
+        queued = batches.queued(issue_id)
+        try:
+            for batch_id in queued:
+                self.app.send_task(TASK, args=[batch_id])
+        except KombuError as exc:
+            # The batches stay queued in the database: the next send enqueues them again.
+            raise TransportUnavailable(
+                f"cannot reach the Celery broker ({type(exc).__name__}: {exc}); "
+                "the batches are planned and the next `syndicate digest send` queues them"
+            ) from exc
+        log.info("issue %d: %d batch(es) queued for the workers", issue_id, len(queued))
+        if not self.wait:
+            report.queued = len(queued)
+            return
+        try:
+            wait_for_batches(batches.store, issue_id, progress or (lambda _n: None), self.poll)
+        finally:
+            after = _counts(batches.store, issue_id)
+            report.add(
+                SendReport(
+                    report.digest,
+                    report.number,
+                    sent=after["sent"] - before["sent"],
+                    failed=after["failed"] - before["failed"],
+                    deferred=max(0, after["retry"] - before["retry"]),
+                    unknown=after["unknown"] - before["unknown"],
+                )
+            )
+
+
+def _counts(store: Store, issue_id: int) -> dict[str, int]:
+    gave_up = (Delivery.status == Delivery.RETRY) & (Delivery.attempts >= Delivery.MAX_ATTEMPTS)
+    bucket = case((gave_up, Delivery.FAILED), else_=Delivery.status)
+    with store.session() as session:
+        counts = dict(
+            session.execute(
+                select(bucket, func.count()).where(Delivery.issue_id == issue_id).group_by(bucket)
+            ).all()
+        )
+    return {name: counts.get(name, 0) for name in ("sent", "failed", "retry", "unknown")}
+
+
+# --- the worker's side -------------------------------------------------------------------
+
+
+class WorkerContext:
+    """What a worker process keeps between tasks: config, database, transport, letters."""
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.store = Store(config.database_url)
+        self.transport: Transport = open_transport(config)
+        self.batches = Batches(
+            config, self.store, secret(config.site.secret_env, "key that signs unsubscribe links")
+        )
+        self._letters: dict[int, Letter] = {}
+        self._lock = threading.Lock()
+
+    def letter(self, issue_id: int) -> Letter:
+        with self._lock:
+            if issue_id not in self._letters:
+                with self.store.session() as session:
+                    issue = session.get_one(DigestIssue, issue_id)
+                    self._letters[issue_id] = issue_letter(self.config, issue)
+            return self._letters[issue_id]
+
+    def close(self) -> None:
+        self.transport.close()
+        self.store.close()
+
+
+_context: WorkerContext | None = None
+
+
+def _send_batch(task: Any, batch_id: int) -> dict[str, int]:
+    """The task: take the batch, post it, record it. Idempotent (see the module doc)."""
+    assert _context is not None, "the task runs in `syndicate worker`, which sets the context"
+    work = _context.batches
+    report = SendReport("", 0)
+    try:
+        return _take_and_send(batch_id, work, report)
+    except (OperationalError, InterfaceError) as exc:
+        # The database is unreachable (a restart, a failover): try again later rather
+        # than drop the task, which would leave its batch queued with nobody to send it.
+        countdown = min(300, 5 * 2 ** min(task.request.retries, 6))
+        log.warning(
+            "batch %d: database unavailable (%s); retrying in %d s", batch_id, exc, countdown
+        )
+        raise task.retry(countdown=countdown, exc=exc) from None
+    except BatchBusy as busy:
+        # A live worker holds it (or the broker redelivered a task still running):
+        # look again when its claim would lapse, in case that worker dies.
+        wait = 60.0
+        if busy.until is not None:
+            wait = max(1.0, min(wait, (busy.until - datetime.now(UTC)).total_seconds() + 1))
+        raise task.retry(countdown=wait, exc=busy) from None
+
+
+def _take_and_send(batch_id: int, work: Batches, report: SendReport) -> dict[str, int]:
+    assert _context is not None
+    taken = work.take(batch_id, report)
+    if taken is not None:
+        letter = _context.letter(taken.issue_id)
+        try:
+            outcomes = _context.transport.send(letter, taken.recipients)
+        except Exception as exc:
+            work.abandon(taken, exc, _context.transport.name)
+            if isinstance(exc, TransportUnavailable):
+                # Nothing went; the batch is queued again with the reason, which the
+                # waiting sender reports. The next `digest send` enqueues it again.
+                log.error("batch %d not sent: %s", batch_id, exc)
+                return {"sent": 0}
+            raise
+        work.complete(taken, outcomes, report)
+        issue_id = taken.issue_id
+    else:
+        with _context.store.session() as session:
+            issue_id = session.get_one(DeliveryBatch, batch_id).issue_id
+    work.finish_issue(issue_id)
+    return {"sent": report.sent, "failed": report.failed, "unknown": report.unknown}
+
+
+def run_worker(config_path: str, concurrency: int, loglevel: str) -> None:
+    """`syndicate worker`: a Celery worker (threads: the work is posting HTTP requests)."""
+    global _context
+    config = configuration.load(config_path)
+    app = celery_app(config)
+    _context = WorkerContext(config)
+    try:
+        app.worker_main(
+            [
+                "worker",
+                "--pool=threads",
+                f"--concurrency={concurrency}",
+                f"--queues={config.workers.queue}",
+                f"--loglevel={loglevel}",
+                f"--hostname=syndicate-{owner_name().split(':')[1]}@%h",
+                "--without-gossip",
+                "--without-mingle",
+            ]
+        )
+    finally:
+        _context.close()
+        _context = None
