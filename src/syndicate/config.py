@@ -591,9 +591,23 @@ class JobSchedule(Section):
 class SchedulesConfig(Section):
     timezone: TimeZoneName | None = None
     misfire_grace: Duration = timedelta(hours=1)
+    # Several `syndicate run` on one database: one runs the jobs and renews a lease of this
+    # length; when it stops renewing, another takes over after at most this long.
+    takeover_after: Duration = timedelta(seconds=60)
     gather: JobSchedule | None = None
     feeds: JobSchedule | None = None
     digests: dict[str, JobSchedule] = {}
+
+    @field_validator("takeover_after")
+    @classmethod
+    def _long_enough(cls, value: timedelta) -> timedelta:
+        # The active scheduler renews every third of it; a database round trip must fit.
+        if value < timedelta(seconds=3):
+            raise ValueError(
+                f"takeover_after must be at least 3s (the active scheduler renews its lease "
+                f"every third of it), got {format_duration(value)}"
+            )
+        return value
 
 
 class Config(Section):

@@ -30,7 +30,7 @@ from syndicate.cli.worker import worker
 from syndicate.config import format_duration, secret
 from syndicate.delivery import open_transport
 from syndicate.pages import check_problems as page_problems
-from syndicate.schedule.runner import next_runs, run_forever
+from syndicate.schedule.runner import next_runs, run_forever, scheduler_status
 from syndicate.store.database import current_revision
 from syndicate.web.server import serve_in_background
 
@@ -133,7 +133,9 @@ def feeds_command(app: App) -> None:
 def run(app: App, once: bool) -> None:
     """Run the schedule from the YAML until stopped (Ctrl-C or SIGTERM).
 
-    With --once, run the whole pipeline a single time and print where each output went.
+    Several may run against one database: one runs the jobs, the others stand by and one
+    takes over when it stops (within schedules.takeover_after). With --once, run the whole
+    pipeline a single time and print where each output went.
     """
     config = app.config
     if not once:
@@ -183,7 +185,11 @@ def run(app: App, once: bool) -> None:
 @cli.command()
 @pass_app
 def schedule(app: App) -> None:
-    """List each scheduled job and when it runs next."""
+    """List each scheduled job and when it runs next, the active scheduler, the last runs.
+
+    Of several `syndicate run` on one database, the one holding the scheduler lease runs
+    the jobs; the others wait to take over.
+    """
     now = datetime.now(UTC)
     rows = next_runs(app.config, now)
     if not rows:
@@ -198,6 +204,11 @@ def schedule(app: App) -> None:
         )
         local = when.strftime("%Y-%m-%d %H:%M %Z") if when else "never"
         click.echo(f"{job.id:<{width}}  next {local}  ({how})")
+    lines = scheduler_status(app.config)
+    if lines:
+        click.echo()
+        for line in lines:
+            click.echo(line)
 
 
 @cli.group()
