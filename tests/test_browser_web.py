@@ -15,9 +15,10 @@ import pytest
 from sqlalchemy import select
 
 from syndicate.store import Store, Subscriber
+from syndicate.tokens import make_token
 from syndicate.web import create_app
 from tests.browser import Browser, LiveServer
-from tests.conftest import Site
+from tests.conftest import SECRET, Site
 
 pytestmark = pytest.mark.browser
 READER = "new.reader@example.org"
@@ -113,3 +114,38 @@ def test_the_reader_pages_fit_a_phone(
     browser.screenshot("subscribe-375")
     label = browser.find("label[for=email]")
     assert label.is_displayed() and browser.find("input[name=email]").is_displayed()
+
+
+def test_the_preferences_page_preselects_the_browsers_time_zone_when_none_is_stored(
+    site: Site, serve: Callable[..., LiveServer], browser: Browser
+) -> None:
+    text = site.config_path.read_text(encoding="utf-8")
+    site.write_config(text.replace("first_issue_since: 2026-01-01", "send_hour: 8"))
+    site.cli("feeds")  # the output folder the app also serves
+    site.cli("subscribers", "add", READER)
+    with Store(site.config.database_url) as store, store.session() as session:
+        reader = session.scalars(select(Subscriber).where(Subscriber.email == READER)).one()
+        token = make_token(SECRET, "preferences", reader.id)
+    live = serve(create_app(site.config))
+    browser.driver.execute_cdp_cmd("Emulation.setTimezoneOverride", {"timezoneId": "Asia/Tokyo"})
+    try:
+        browser.goto(live.url(f"/preferences/{token}"))
+        zone = browser.find("select[name=timezone-weekly]")
+        assert browser.js("return Intl.DateTimeFormat().resolvedOptions().timeZone") == "Asia/Tokyo"
+        assert zone.get_attribute("value") == "Asia/Tokyo"
+        browser.find("input[name=cadence-weekly][value=instant]").click()
+        assert not browser.find("select[name=send_hour-weekly]").is_displayed()  # no hour
+        browser.find("input[name=cadence-weekly][value=daily]").click()
+        assert browser.find("select[name=send_hour-weekly]").is_displayed()
+        browser.screenshot("preferences")
+        browser.resize(375, 812)
+        assert browser.horizontal_overflow() == 0  # the zone select fits a phone
+        browser.screenshot("preferences-375")
+        browser.find("button[value=save]").click()
+        browser.wait_for("p.notice")
+    finally:
+        browser.driver.execute_cdp_cmd("Emulation.setTimezoneOverride", {"timezoneId": ""})
+    with Store(site.config.database_url) as store, store.session() as session:
+        reader = session.scalars(select(Subscriber).where(Subscriber.email == READER)).one()
+        (weekly,) = reader.subscriptions
+        assert (weekly.cadence, weekly.send_hour, weekly.timezone) == ("daily", None, "Asia/Tokyo")

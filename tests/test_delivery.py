@@ -391,6 +391,8 @@ def test_a_send_killed_mid_batch_is_finished_without_resending(site: Site) -> No
         order[1]: Delivery.SENT,
         order[2]: Delivery.SENDING,
         order[3]: Delivery.SENDING,
+        order[4]: Delivery.QUEUED,  # planned for the issue, not reached yet
+        order[5]: Delivery.QUEUED,
     }
 
     # Its claim names its host and process: a rerun here sees it is gone and takes over.
@@ -418,10 +420,9 @@ def test_a_claim_held_by_a_live_process_is_respected_until_it_dies(site: Site) -
     try:
         with Store(site.config.database_url) as store, store.session() as session:
             config = site.config
-            issue = digests.issue_to_send(
-                config, session, config.digest("weekly"), datetime.now(UTC)
-            )
-            assert issue is not None
+            upcoming = digests.draft(config, session, config.digest("weekly"), datetime.now(UTC))
+            assert upcoming is not None
+            issue = digests.record(session, upcoming)
             issue.claimed_by = f"{socket.gethostname()[:60]}:{holder.pid}:abc"
             issue.claimed_until = datetime.now(UTC) + timedelta(minutes=10)
         busy = site.cli("digest", "send", "weekly", ok=False)
@@ -459,7 +460,9 @@ def test_a_transport_that_raises_mid_batch_leaves_the_batch_unknown(site: Site) 
     config = site.config
     with Store(config.database_url) as store, pytest.raises(RuntimeError, match="crashed"):
         pipeline.send_digest(config, store, "weekly", FailsAfter(site.outbox, good=3))
-    assert sorted(statuses(site).values()) == [Delivery.SENT] * 2 + [Delivery.UNKNOWN] * 2
+    assert sorted(statuses(site).values()) == (
+        [Delivery.QUEUED] * 2 + [Delivery.SENT] * 2 + [Delivery.UNKNOWN] * 2
+    )
     first = outbox(site)
 
     result = site.cli("digest", "send", "weekly")

@@ -28,7 +28,9 @@ from syndicate import pipeline, sources
 from syndicate.config import BUILTIN_TEMPLATES
 from syndicate.delivery import open_transport
 from syndicate.digest import render
-from syndicate.store import Store, Subscriber
+from syndicate.digest.selection import Selection, select_for_issue
+from syndicate.related import Settings
+from syndicate.store import Review, Store, Subscriber
 from syndicate.tokens import read_token
 from tests.conftest import SECRET, Site
 
@@ -491,3 +493,153 @@ def test_each_subscriber_gets_their_own_values_in_one_shared_issue(
                 previewed = (site.root / "p" / "weekly.html").read_text(encoding="utf-8")
                 assert previewed == parts(message)[0]  # the preview is what was sent
     assert len(shared) == 1
+
+
+# --- updated reviews (issue 8): revised since readers got them --------------------------
+
+
+CORRECTION = "Jeremy Renner plays the physicist, not the linguist."
+
+
+def revise(site: Site, at: datetime) -> None:
+    """Gather the example site, then revise two reviews as an editor would: Lady Bird's
+    rating changes, Arrival gets a correction."""
+    with Store(site.config.database_url) as store:
+        sources.gather(site.config, store, at - timedelta(days=1))
+    lady_bird = site.reviews / "lady-bird.md"
+    lady_bird.write_text(lady_bird.read_text().replace("rating: 4.0", "rating: 3.5"))
+    arrival = site.reviews / "arrival.md"
+    arrival.write_text(
+        arrival.read_text().replace("rating: 4.5", f"rating: 4.5\ncorrection: {CORRECTION}")
+    )
+
+
+def render_with(
+    site: Site, new: list[str], updated: list[str], at: datetime
+) -> tuple[Selection | None, render.RenderedIssue]:
+    """Gather at `at`, then select and render an issue with these new and updated reviews."""
+    config = site.config
+    digest = config.digest("weekly")
+    with Store(config.database_url) as store:
+        report = sources.gather(config, store, at)
+        assert not report.errors
+        with store.session() as session:
+            reviews = {r.id: r for r in session.scalars(select(Review))}
+            selection = select_for_issue(
+                session,
+                digest,
+                [reviews[r] for r in new],
+                at,
+                Settings.from_config(config.related),
+                updated=[reviews[r] for r in updated],
+            )
+            rendered = render.render_issue(config, digest, 7, selection, at)
+    for leftover in (*LEFTOVERS[:-1], "None"):
+        assert leftover not in rendered.html and leftover not in rendered.text, leftover
+    return selection, rendered
+
+
+def updated_section(doc: lxml.html.HtmlElement) -> list[tuple[str, str]]:
+    """The links after the "Updated" heading, up to the footer, as (text, href)."""
+    assert doc.text_content().count("Updated") == 1
+    heading = next(el for el in doc.iter() if (el.text or "").strip() == "Updated")
+    found: list[tuple[str, str]] = []
+    after = False
+    for el in doc.iter():
+        if el is heading:
+            after = True
+        elif after and el.tag == "a":
+            if not el.get("href", "").startswith(BASE):
+                break  # the footer
+            found.append((" ".join(el.text_content().split()), el.get("href")))
+    return found
+
+
+def test_updated_reviews_are_rendered_after_the_new_ones_with_their_note_and_rating(
+    site: Site,
+) -> None:
+    at = datetime(2026, 11, 27, 8, 0, tzinfo=UTC)
+    revise(site, at)
+    selection, rendered = render_with(
+        site, ["past-lives", "aftersun"], ["lady-bird", "arrival"], at
+    )
+
+    assert selection is not None
+    assert [r.id for r in selection.reviews] == ["past-lives", "aftersun"]  # the new ones
+    assert [r.id for r in selection.updated] == ["lady-bird", "arrival"]
+    assert BASE + "lady-bird/" not in [link.url for link in selection.related]
+
+    doc = lxml.html.fromstring(rendered.html)
+    text = doc.text_content()
+    assert text.index("Also new") < text.index("Updated")
+    assert updated_section(doc) == [
+        ("Lady Bird: a love letter to Sacramento, and to mothers", BASE + "lady-bird/"),
+        ("Read the review", BASE + "lady-bird/"),
+        ("Arrival: first contact as a grammar lesson", BASE + "arrival/"),
+        ("Read the review", BASE + "arrival/"),
+    ]
+    assert "Rating changed from 4/5 to 3.5/5." in text
+    assert CORRECTION in text
+    stars = [s.get("aria-label") for s in doc.find_class("stars")]
+    assert stars[-2:] == ["3.5 out of 5", "4.5 out of 5"]  # the current ratings
+
+    # The plain-text part has the same section, after "Also new".
+    plain = rendered.text
+    assert plain.index("ALSO NEW") < plain.index("UPDATED")
+    assert section(plain, "UPDATED") == [
+        "- Lady Bird: a love letter to Sacramento, and to mothers (3.5/5), by Maya Okafor",
+        "  Rating changed from 4/5 to 3.5/5.",
+        f"  {BASE}lady-bird/",
+        "- Arrival: first contact as a grammar lesson (4.5/5), by Jonah Lindqvist",
+        f"  {CORRECTION}",
+        f"  {BASE}arrival/",
+    ]
+
+
+def test_an_issue_with_only_updated_reviews_renders(site: Site) -> None:
+    at = datetime(2026, 11, 27, 8, 0, tzinfo=UTC)
+    revise(site, at)
+    configure(
+        site, subject="{{ digest.title }}{% if updated %}: {{ updated|length }} revised{% endif %}"
+    )
+    selection, rendered = render_with(site, [], ["arrival"], at)
+
+    assert selection is not None
+    assert selection.featured is None and selection.reviews == [] and selection.related == []
+    assert [r.id for r in selection.updated] == ["arrival"]
+    assert rendered.subject == "The Week in Film: 1 revised"  # subjects see `updated` too
+
+    doc = lxml.html.fromstring(rendered.html)
+    text = " ".join(doc.text_content().split())
+    assert "we have revised a review you read earlier" in text
+    assert "Featured review" not in text and "Also new" not in text
+    assert updated_section(doc)[0] == (
+        "Arrival: first contact as a grammar lesson",
+        BASE + "arrival/",
+    )
+    assert CORRECTION in text
+    assert "we have revised a review you read earlier" in " ".join(rendered.text.split())
+    assert section(rendered.text, "UPDATED")[1:] == [f"  {CORRECTION}", f"  {BASE}arrival/"]
+    assert "FEATURED REVIEW" not in rendered.text
+
+    # The default subject and preheader (about the featured review) still make sense.
+    configure(
+        site, subject="{{ digest.title }}: {{ featured.title }}", preheader="{{ featured.summary }}"
+    )
+    _, rendered = render_with(site, [], ["arrival"], at)
+    assert (rendered.subject, rendered.preheader) == ("The Week in Film", "")
+
+
+def test_nothing_new_and_nothing_updated_is_no_selection(site: Site) -> None:
+    at = datetime(2026, 11, 27, 8, 0, tzinfo=UTC)
+    config = site.config
+    with Store(config.database_url) as store:
+        sources.gather(config, store, at)
+        with store.session() as session:
+            digest = config.digest("weekly")
+            assert select_for_issue(session, digest, [], at) is None
+            past_lives = session.get_one(Review, "past-lives")
+            # A review both new and revised for a reader is new to them: listed once.
+            both = select_for_issue(session, digest, [past_lives], at, updated=[past_lives])
+            assert both is not None
+            assert (both.reviews, both.updated) == ([past_lives], [])

@@ -280,6 +280,67 @@ def test_ids_stay_the_same_across_rebuilds_edits_and_renames(site: Site) -> None
         assert parse(site.public / name).feed.id == feed_id
 
 
+def test_a_revised_review_is_marked_updated_in_its_place_not_as_new(site: Site) -> None:
+    """A revision readers care about (issue 8): the item keeps its id, its publication
+    date and its place; only its modification date moves (RSS has none to move)."""
+    build(site)
+
+    def read() -> dict[str, list[dict[str, object]]]:
+        """Per format, each item's id, published and updated (None in RSS), in order."""
+        found: dict[str, list[dict[str, object]]] = {}
+        for name in ("feed.xml", "atom.xml", "tags/sci-fi/atom.xml"):
+            found[name] = [
+                {
+                    "id": e.id.removeprefix(ID_PREFIX),
+                    "published": datetime(*e.published_parsed[:6], tzinfo=UTC),
+                    "updated": (
+                        datetime(*e.updated_parsed[:6], tzinfo=UTC) if "atom" in name else None
+                    ),
+                }
+                for e in parse(site.public / name).entries
+            ]
+        found["feed.json"] = [
+            {
+                "id": i["id"].removeprefix(ID_PREFIX),
+                "published": datetime.fromisoformat(i["date_published"]),
+                "updated": datetime.fromisoformat(i["date_modified"]),
+            }
+            for i in load_json(site.public / "feed.json")["items"]
+        ]
+        return found
+
+    before = read()
+    # Arrival keeps `updated: 2026-10-02...` in its front matter: the editor changes the
+    # rating and flags a correction, but leaves that date alone.
+    arrival = site.reviews / "arrival.md"
+    edit(arrival, "rating: 4.5", "rating: 4.0\ncorrection: Jeremy Renner plays the physicist.")
+    started = datetime.now(UTC).replace(microsecond=0)
+    build(site)
+    after = read()
+
+    with Store(site.config.database_url) as store, store.session() as session:
+        revised = session.get_one(Review, "arrival")
+    assert revised.revised_at is not None and revised.revised_at >= started
+    assert revised.revision_note == "Jeremy Renner plays the physicist."
+    moved = revised.revised_at.replace(microsecond=0)
+    for name, items in after.items():
+        order = [item["id"] for item in items]
+        assert order == [item["id"] for item in before[name]], name  # nothing moved
+        assert order.index("arrival") > 0, name  # not first: it was not first before
+        old = next(item for item in before[name] if item["id"] == "arrival")
+        new = next(item for item in items if item["id"] == "arrival")
+        assert new["published"] == old["published"], name
+        if name == "feed.xml":
+            assert new["updated"] is None  # RSS: pubDate stays, there is no updated date
+        else:
+            assert old["updated"] == datetime(2026, 10, 2, 16, 0, tzinfo=UTC)
+            assert new["updated"] == moved, name
+        # Every other item is exactly as it was.
+        assert [i for i in items if i["id"] != "arrival"] == [
+            i for i in before[name] if i["id"] != "arrival"
+        ], name
+
+
 # --- files written only when they change -------------------------------------------------
 
 

@@ -424,7 +424,8 @@ def test_a_wrong_address_or_key_stops_the_send_without_failing_anyone(
     result = newsletter.cli("digest", "send", "weekly", ok=False)
     assert hint in result.output
     assert "Traceback" not in result.output
-    assert statuses(newsletter) == {}  # nothing recorded as sent, failed or retried
+    # Nothing recorded as sent, failed or retried: the readers are still queued.
+    assert set(statuses(newsletter).values()) == {Delivery.QUEUED}
 
     use_sendgrid(newsletter, standin.url)
     rerun = newsletter.cli("digest", "send", "weekly")
@@ -487,7 +488,7 @@ def test_a_send_killed_with_sigkill_is_finished_by_a_rerun_exactly_once(
     wait_for(lambda: standin.stats()["in_flight"] == 0, what="the stand-in to finish")
     first_run = standin.recipients()
     assert len(first_run) == 8_000
-    assert set(statuses(newsletter).values()) <= {Delivery.SENT, Delivery.SENDING}
+    assert set(statuses(newsletter).values()) <= {Delivery.SENT, Delivery.SENDING, Delivery.QUEUED}
 
     # Before the rerun, the status tells the editor what is left and what to do.
     interrupted = newsletter.cli("digest", "status", "weekly").output
@@ -579,15 +580,15 @@ def test_a_reader_who_unsubscribes_during_a_send_is_skipped_from_the_next_batch(
 def test_a_sender_that_loses_the_race_to_record_an_issue_sends_that_issue(
     db_newsletter: Site, standin: StandIn
 ) -> None:
-    """The other process records issue 1 while this one is drafting it: on PostgreSQL
-    this one's insert then fails on the unique (digest, number); it must take up the
-    recorded issue instead of crashing, and send it once."""
+    """The other process plans and records issue 1 while this one starts its send: this
+    one waits for the digest's lock, then finds issue 1 (its readers already queued), and
+    sends it once instead of planning a second issue for the same readers."""
     config = db_newsletter.config
     now = datetime.now(UTC)
     with Store(config.database_url) as store, store.session() as other:
-        upcoming = digests.draft(config, other, config.digest("weekly"), now)
-        assert upcoming is not None
-        digests.record(other, upcoming)  # flushed, not committed: its row is locked
+        digests.lock_digest(other, "weekly", "the other process")
+        planned = digests.plan(config, other, config.digest("weekly"), now)
+        digests.record_plan(config, other, config.digest("weekly"), planned)
 
         outcomes: list[pipeline.DigestOutcome] = []
 

@@ -283,7 +283,8 @@ def test_an_untrusted_certificate_is_refused_and_nothing_is_marked_sent(
     assert f"127.0.0.1:{server.port}" in error
     assert "certificate" in error and "not trusted" in error and "SSL_CERT_FILE" in error
     assert server.received == []
-    assert deliveries(newsletter) == {}
+    # Nothing marked sent, failed or retried: every reader is still queued.
+    assert {d.status for d in deliveries(newsletter).values()} == {Delivery.QUEUED}
     status = newsletter.cli("digest", "status", "weekly").output
     assert (
         "6 subscribers: 0 accepted, 6 pending, 0 failed" in status and "6 not reached yet" in status
@@ -323,7 +324,8 @@ def test_auth_uses_the_credentials_from_the_environment(
     use_smtp(newsletter, server.port, security="starttls")
     error = send_refused(newsletter)
     assert f"refused the sender {SENDER}" in error and "530" in error
-    assert deliveries(newsletter) == {}
+    # Nothing marked sent, failed or retried: every reader is still queued.
+    assert {d.status for d in deliveries(newsletter).values()} == {Delivery.QUEUED}
 
     use_smtp(
         newsletter,
@@ -341,7 +343,8 @@ def test_auth_uses_the_credentials_from_the_environment(
     assert "SMTP_USER" in error and "SMTP_PASSWORD" in error
     assert "Tr0ub4dor&3" not in error  # names the variable, never shows the secret
     assert server.received == []
-    assert deliveries(newsletter) == {}
+    # Nothing marked sent, failed or retried: every reader is still queued.
+    assert {d.status for d in deliveries(newsletter).values()} == {Delivery.QUEUED}
 
     monkeypatch.setenv("SMTP_PASSWORD", PASSWORD)
     assert "issue 1 of weekly: 6 sent" in newsletter.cli("digest", "send", "weekly").output
@@ -401,7 +404,8 @@ def test_a_server_that_is_down_stops_the_send_and_nothing_is_marked_sent(
     error = send_refused(newsletter)
 
     assert f"cannot connect to the SMTP server 127.0.0.1:{port}" in error
-    assert deliveries(newsletter) == {}
+    # Nothing marked sent, failed or retried: every reader is still queued.
+    assert {d.status for d in deliveries(newsletter).values()} == {Delivery.QUEUED}
     status = newsletter.cli("digest", "status", "weekly").output
     assert (
         "6 subscribers: 0 accepted, 6 pending, 0 failed" in status and "6 not reached yet" in status

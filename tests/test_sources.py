@@ -21,6 +21,8 @@ from lxml import etree
 from sqlalchemy import select
 
 from syndicate import feeds, sources
+from syndicate.sources import ingest
+from syndicate.sources.entry import Entry
 from syndicate.store import Review, Store
 from tests.conftest import Site, make_site
 
@@ -529,3 +531,249 @@ def test_two_gathers_storing_the_same_new_review_at_once_do_not_crash(
     assert not again.errors
     with Store(config.database_url) as store, store.session() as session:
         assert len(session.scalars(select(Review)).all()) == 10
+
+
+# --- revisions readers care about (issue 8: the digest's "Updated" section) -------------
+
+LADY_BIRD_SUMMARY = (
+    "Greta Gerwig's solo directing debut is a funny, sharp and deeply affectionate "
+    "portrait of a teenager desperate to be anywhere else."
+)
+CORRECTION = "The director is Denis Villeneuve, not Ridley Scott."
+
+
+def gather_at(site: Site, now: datetime) -> sources.GatherReport:
+    """Gather as the scheduler would at `now`: revisions are dated by the gather."""
+    with Store(site.config.database_url) as store:
+        report = sources.gather(site.config, store, now)
+    assert not report.errors, report.errors
+    return report
+
+
+def add_front_matter(path: Path, line: str) -> None:
+    """Put LINE at the end of PATH's front matter, as an editor would."""
+    text = path.read_text(encoding="utf-8")
+    head, rest = text.split("\n---\n", 1)
+    path.write_text(f"{head}\n{line}\n---\n{rest}", encoding="utf-8")
+
+
+REVISIONS = {
+    # case: (file, old text, new text, the note readers are shown)
+    "a new rating": (
+        "lady-bird",
+        "rating: 4.0",
+        "rating: 3.5",
+        "Rating changed from 4/5 to 3.5/5.",
+    ),
+    "a rating taken away": ("lady-bird", "rating: 4.0\n", "", "No longer rated (it was 4/5)."),
+    "a new verdict": (
+        "lady-bird",
+        "is a funny, sharp and deeply affectionate portrait",
+        "is a shrill, shapeless portrait",
+        "Verdict revised.",
+    ),
+    "a correction": ("arrival", None, f'correction: "{CORRECTION}"', CORRECTION),
+    "a correction with a new rating": (
+        "arrival",
+        "rating: 4.5",
+        f"rating: 4.0\ncorrection: {CORRECTION}",
+        CORRECTION,  # the editor's words say it
+    ),
+    # The front matter's `updated` is left as it was: the revision still dates the item.
+    "a new rating, `updated` not touched": (
+        "arrival",
+        "rating: 4.5",
+        "rating: 5",
+        "Rating changed from 4.5/5 to 5/5.",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(REVISIONS))
+def test_a_new_rating_verdict_or_correction_is_a_revision(site: Site, case: str) -> None:
+    slug, old, new, note = REVISIONS[case]
+    first = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
+    gather_at(site, first)
+    before = stored(site)[slug]
+    assert before.revised_at is None and before.revision_note is None
+    path = site.reviews / f"{slug}.md"
+    if old is None:
+        add_front_matter(path, new)
+    else:
+        edit(path, old, new)
+
+    later = first + timedelta(hours=3)
+    report = gather_at(site, later)
+
+    assert (report.new, report.updated) == (0, 1)
+    after = stored(site)[slug]
+    assert after.revised_at == later
+    assert after.revision_note == note
+    assert after.updated == later  # feeds show it as updated ...
+    assert after.published == before.published  # ... in its place, not as new
+    assert after.id == before.id
+
+    # Gathering again changes nothing: the revision is not counted twice.
+    gather_at(site, later + timedelta(hours=1))
+    again = stored(site)[slug]
+    assert (again.revised_at, again.revision_note) == (later, note)
+
+
+NOT_REVISIONS = {
+    "a typo fixed in the body": ("would like you to call her", "would like you to cal her"),
+    "a typo fixed in the first paragraph": ("Christine McPherson", "Christine McPhersen"),
+    "tags": ("tags: [comedy, drama, coming-of-age]", "tags: [comedy, drama, sacramento]"),
+    "a new image": ("tags: [", "image: /images/lady-bird.jpg\ntags: ["),
+    "a new title": ("a love letter to Sacramento", "a love letter to Sacramento, California"),
+    "a typo fixed in the verdict": ("deeply affectionate", "deeply afectionate"),
+    "the verdict's punctuation": ("funny, sharp and", "funny, sharp, and"),
+    "the same rating written otherwise": ("rating: 4.0", "rating: 4"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(NOT_REVISIONS))
+def test_edits_readers_need_not_hear_about_are_not_revisions(site: Site, case: str) -> None:
+    old, new = NOT_REVISIONS[case]
+    first = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
+    gather_at(site, first)
+    edit(site.reviews / "lady-bird.md", old, new)
+
+    later = first + timedelta(hours=3)
+    report = gather_at(site, later)
+
+    assert report.updated == 1  # an edit all the same: the feeds carry the new text
+    after = stored(site)["lady-bird"]
+    assert after.updated == later
+    assert (after.revised_at, after.revision_note) == (None, None)
+
+
+def test_without_a_summary_the_first_paragraph_is_not_a_verdict(site: Site) -> None:
+    # The summary is then the start of the body: fixing a typo there is a body edit.
+    site.write_review(
+        "heat.md", HEAT.replace('summary: "Pacino and De Niro, finally in the same scene."\n', "")
+    )
+    at = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
+    gather_at(site, at)
+    assert stored(site)["heat"].summary.startswith("A cop and a thief who understand")
+
+    edit(
+        site.reviews / "heat.md",
+        "A cop and a thief who understand",
+        "A cop and a thief, who understand",
+    )
+    gather_at(site, at + timedelta(hours=1))
+    edit(site.reviews / "heat.md", "better than anyone else", "better than anybody else")
+    gather_at(site, at + timedelta(hours=2))
+
+    heat = stored(site)["heat"]
+    assert heat.summary.startswith(
+        "A cop and a thief, who understand each other better than anybody"
+    )
+    assert (heat.revised_at, heat.revision_note) == (None, None)
+
+    # Given a verdict of its own later, it has one from then on; giving it is not news.
+    add_front_matter(site.reviews / "heat.md", "summary: A masterpiece of nerves.")
+    gather_at(site, at + timedelta(hours=3))
+    assert stored(site)["heat"].revised_at is None
+    edit(site.reviews / "heat.md", "A masterpiece of nerves.", "Long, and it feels it.")
+    gather_at(site, at + timedelta(hours=4))
+    heat = stored(site)["heat"]
+    assert (heat.revised_at, heat.revision_note) == (at + timedelta(hours=4), "Verdict revised.")
+
+
+def test_a_review_gathered_for_the_first_time_is_never_revised(site: Site) -> None:
+    add_front_matter(site.reviews / "arrival.md", f'correction: "{CORRECTION}"')
+    site.write_review(
+        "heat.md", HEAT.replace("rating: 4.5", f"rating: 4.5\ncorrection: {CORRECTION}")
+    )
+
+    gather_at(site, datetime(2026, 11, 25, 12, 0, tzinfo=UTC))
+
+    for slug in ("arrival", "heat", "lady-bird"):
+        review = stored(site)[slug]
+        assert (review.revised_at, review.revision_note) == (None, None), slug
+
+
+def test_a_correction_counts_once_and_stays_in_the_note_until_replaced(site: Site) -> None:
+    at = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
+    gather_at(site, at)
+    path = site.reviews / "arrival.md"
+
+    add_front_matter(path, f"correction: {CORRECTION}")
+    corrected = at + timedelta(hours=1)
+    gather_at(site, corrected)
+    assert stored(site)["arrival"].revision_note == CORRECTION
+
+    # A typo fixed later, the correction still in the file: not a new revision.
+    edit(path, "vaguely lens-shaped", "vaguely lens shaped")
+    gather_at(site, corrected + timedelta(hours=1))
+    review = stored(site)["arrival"]
+    assert (review.revised_at, review.revision_note) == (corrected, CORRECTION)
+
+    # A new rating: said, with the correction that still stands.
+    edit(path, "rating: 4.5", "rating: 4.0")
+    rerated = corrected + timedelta(hours=2)
+    gather_at(site, rerated)
+    review = stored(site)["arrival"]
+    assert review.revised_at == rerated
+    assert review.revision_note == f"Rating changed from 4.5/5 to 4/5. {CORRECTION}"
+    edit(path, "vaguely lens shaped", "vaguely lens-shaped")
+    gather_at(site, rerated + timedelta(hours=1))
+    assert stored(site)["arrival"].revised_at == rerated
+
+    # A second correction replaces the first.
+    edit(path, f"correction: {CORRECTION}", "correction: Amy Adams plays Louise Banks.")
+    recorrected = rerated + timedelta(hours=2)
+    gather_at(site, recorrected)
+    review = stored(site)["arrival"]
+    assert (review.revised_at, review.revision_note) == (
+        recorrected,
+        "Amy Adams plays Louise Banks.",
+    )
+
+    # Taking the correction out is not news.
+    edit(path, "correction: Amy Adams plays Louise Banks.\n", "")
+    gather_at(site, recorrected + timedelta(hours=1))
+    assert stored(site)["arrival"].revised_at == recorrected
+
+
+def test_a_remote_review_with_a_new_rating_or_verdict_is_revised(site: Site) -> None:
+    """Feed and sitemap sources store their entries through one function (ingest), which
+    notes revisions as the files source does: the rating and the verdict (the entry's
+    own summary) count; an edit of the text does not."""
+
+    def entry(rating: float | None, summary: str, body: str) -> Entry:
+        return Entry(
+            guid="https://friends.example.org/heat/",
+            link="https://friends.example.org/heat/",
+            title="Heat",
+            summary_html=f"<p>{summary}</p>",
+            body_html=f"<p>{body}</p><p>More.</p>",
+            published=datetime(2026, 11, 20, 9, 0, tzinfo=UTC),
+            rating=rating,
+        )
+
+    def store(e: Entry, now: datetime) -> Review:
+        with Store(site.config.database_url) as db, db.session() as session:
+            report = sources.GatherReport()
+            assert ingest.store_entries(session, "friends", [e], now, report, SITE_URL) == []
+            review = session.scalars(select(Review).where(Review.source == "friends")).one()
+            session.expunge(review)
+            return review
+
+    at = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
+    verdict = "Pacino and De Niro, finally in the same scene."
+    first = store(entry(3.75, verdict, "A cop and a thief."), at)
+    assert first.revised_at is None
+
+    typo = store(entry(3.75, verdict, "A cop and a theif."), at + timedelta(hours=1))
+    assert typo.revised_at is None and typo.updated == at + timedelta(hours=1)
+
+    rerated = store(entry(4.25, verdict, "A cop and a theif."), at + timedelta(hours=2))
+    assert rerated.revised_at == at + timedelta(hours=2)
+    assert rerated.revision_note == "Rating changed from 3.75/5 to 4.25/5."
+    assert rerated.id == first.id and rerated.published == first.published
+
+    later = at + timedelta(hours=3)
+    revised = store(entry(4.25, "Overlong, and it knows it.", "A cop and a theif."), later)
+    assert (revised.revised_at, revised.revision_note) == (later, "Verdict revised.")

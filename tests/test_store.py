@@ -54,9 +54,9 @@ def db_site(tmp_path: Path, database_url: str, secret_env: str) -> Site:
 def new_issue(config: Config, store: Store) -> int:
     """Record the next weekly issue (as `syndicate digest send` does) without sending it."""
     with store.session() as session:
-        issue = digests.issue_to_send(config, session, config.digest("weekly"), datetime.now(UTC))
-        assert issue is not None, "the example reviews should make an issue"
-        return issue.id
+        upcoming = digests.draft(config, session, config.digest("weekly"), datetime.now(UTC))
+        assert upcoming is not None, "the example reviews should make an issue"
+        return digests.record(session, upcoming).id
 
 
 def outbox(config: Config) -> OutboxTransport:
@@ -129,14 +129,17 @@ def test_deliveries_refuse_a_second_row_for_the_same_issue_and_subscriber(
         issue_id = new_issue(db_site.config, store)
         with store.session() as session:
             subscriber_id = session.scalars(select(Subscriber.id).order_by(Subscriber.id)).first()
-            session.add(Delivery(issue_id=issue_id, subscriber_id=subscriber_id))
-
+        # Recording the issue queued a row for each reader: a second one is refused.
         with pytest.raises(IntegrityError), store.session() as session:
             session.add(Delivery(issue_id=issue_id, subscriber_id=subscriber_id, attempts=2))
 
         with store.session() as session:
-            rows = session.scalars(select(Delivery).where(Delivery.issue_id == issue_id)).all()
-        assert [(r.subscriber_id, r.attempts) for r in rows] == [(subscriber_id, 1)]
+            rows = session.scalars(
+                select(Delivery).where(
+                    Delivery.issue_id == issue_id, Delivery.subscriber_id == subscriber_id
+                )
+            ).all()
+        assert [(r.status, r.attempts) for r in rows] == [(Delivery.QUEUED, 0)]
 
 
 # --- the send claim ---------------------------------------------------------------------
@@ -224,7 +227,11 @@ def test_a_crashed_senders_claim_blocks_until_its_lease_lapses_then_is_taken_ove
         with store.session() as session:
             interrupted = session.scalars(select(Subscriber).order_by(Subscriber.id)).first()
             assert interrupted is not None
-            session.add(Delivery(issue_id=issue_id, subscriber_id=interrupted.id))
+            session.execute(
+                update(Delivery)
+                .where(Delivery.issue_id == issue_id, Delivery.subscriber_id == interrupted.id)
+                .values(status=Delivery.SENDING, attempts=1)
+            )
             session.execute(
                 update(DigestIssue)
                 .where(DigestIssue.id == issue_id)

@@ -22,11 +22,16 @@ from tests.conftest import SECRET, Site, make_site
 
 def listed(site: Site, status: str = "active") -> dict[str, tuple[str, str, str]]:
     """`subscribers list`, as {email: (name, digests, status)}."""
+    return {email: row[:3] for email, row in listed_rhythms(site, status).items()}
+
+
+def listed_rhythms(site: Site, status: str = "active") -> dict[str, tuple[str, str, str, str]]:
+    """`subscribers list`, as {email: (name, digests, status, rhythm)}."""
     result = site.cli("subscribers", "list", "--status", status)
     rows = {}
     for line in result.stdout.splitlines():
-        email, name, digests, state = line.split("\t")
-        rows[email] = (name, digests, state)
+        email, name, digests, state, rhythm = line.split("\t")
+        rows[email] = (name, digests, state, rhythm)
     return rows
 
 
@@ -112,8 +117,8 @@ def test_list_counts_on_stderr_so_stdout_stays_a_clean_table(site: Site) -> None
     site.cli("subscribers", "add", "film.nerd@example.com")
     result = site.cli("subscribers", "list")
     assert result.stdout.splitlines() == [
-        "ada@example.com\tAda\tweekly\tactive",
-        "film.nerd@example.com\t-\tweekly\tactive",
+        "ada@example.com\tAda\tweekly\tactive\tweekly",
+        "film.nerd@example.com\t-\tweekly\tactive\tweekly",
     ]
     assert "2 subscriber(s)." in result.stderr
 
@@ -233,6 +238,167 @@ def test_an_export_imported_into_another_site_round_trips_suppression_included(
     # The removed reader stays removed on the new site: moving a list mails nobody who left.
     assert "kwame.boateng@example.net" not in listed(other)
     assert exported(other) == original
+
+
+# --- each reader's rhythm: cadence, send hour, time zone -------------------------------
+
+# The weekly digest goes at each reader's hour (08:00 by default) and offers daily or
+# weekly; "premieres" is instant by default and goes when the editor's schedule runs.
+RHYTHM_DIGESTS = """\
+    first_issue_since: 2026-01-01
+    cadences: [daily, weekly]
+    send_hour: 8
+  - name: premieres
+    title: Premieres
+    cadence: instant
+    cadences: [instant, weekly]
+"""
+
+
+def with_rhythms(site: Site) -> Site:
+    text = site.config_path.read_text(encoding="utf-8")
+    site.write_config(text.replace("    first_issue_since: 2026-01-01\n", RHYTHM_DIGESTS))
+    return site
+
+
+def rhythm_of(site: Site, address: str) -> str:
+    return listed_rhythms(site, "all")[address][3]
+
+
+def test_add_sets_cadence_hour_and_zone_and_refuses_what_a_digest_does_not_offer(
+    site: Site,
+) -> None:
+    with_rhythms(site)
+    added = site.cli(
+        "subscribers",
+        "add",
+        "ada@example.com",
+        "--digest",
+        "weekly",
+        "--cadence",
+        "daily",
+        "--send-hour",
+        "7",
+        "--timezone",
+        "America/New_York",
+    )
+    assert "Added ada@example.com (weekly)." in added.output
+    assert "rhythm: daily 07:00 America/New_York" in added.output
+    assert rhythm_of(site, "ada@example.com") == "daily 07:00 America/New_York"
+
+    # An option left out changes nothing; "default" goes back to the digest's.
+    site.cli("subscribers", "add", "ada@example.com", "--digest", "weekly", "--send-hour", "9")
+    assert rhythm_of(site, "ada@example.com") == "daily 09:00 America/New_York"
+    site.cli("subscribers", "add", "ada@example.com", "--digest", "weekly", "--timezone", "default")
+    assert rhythm_of(site, "ada@example.com") == "daily 09:00 Europe/London"
+
+    # Without --digest: every digest, each with its own default where nothing was chosen.
+    site.cli("subscribers", "add", "kwame@example.net")
+    assert (
+        rhythm_of(site, "kwame@example.net")
+        == "premieres: instant; weekly: weekly 08:00 Europe/London"
+    )
+
+    for options, option, why in [
+        (
+            ["--cadence", "instant"],
+            "--cadence",
+            "cadence 'instant' is not offered by digest weekly",
+        ),
+        (["--send-hour", "24"], "--send-hour", "send hour 24 is not an hour (0 to 23)"),
+        (["--timezone", "Mars/Olympus"], "--timezone", "'Mars/Olympus' is not an IANA zone name"),
+        (["--send-hour", "7"], "--send-hour", "digest premieres has no send hour"),
+    ]:
+        refused = site.cli("subscribers", "add", "zoe@example.org", *options, ok=False)
+        assert option in refused.output and why in refused.output, refused.output
+        assert "Traceback" not in refused.output
+    assert "zoe@example.org" not in listed(site, "all")
+
+
+RHYTHM_CSV = """\
+email,name,digests,cadence,send_hour,timezone
+ada@example.com,Ada,weekly,daily,07:00,America/New_York
+kwame@example.net,Kwame,weekly,hourly,,
+zoe@example.org,Zoë,weekly,,25,
+pat@example.com,Pat,weekly,,,Mars/Olympus
+lena@example.net,Lena,premieres,,8,
+hiro@example.org,Hiro,weekly;premieres,Weekly,,Asia/Tokyo
+nerd@example.com,,,,,
+"""
+
+
+def test_import_reads_cadence_hour_and_zone_and_reports_bad_values_by_line_and_column(
+    site: Site,
+) -> None:
+    with_rhythms(site)
+    write_csv(site, "rhythms.csv", RHYTHM_CSV)
+    result = site.cli("subscribers", "import", "rhythms.csv", ok=False)  # exit 1: rows skipped
+    errors = [line for line in result.stderr.splitlines() if "skipped" in line]
+    assert errors == [
+        "  skipped rhythms.csv: line 3: column cadence: cadence 'hourly' is not offered by "
+        "digest weekly (choose daily, weekly)",
+        "  skipped rhythms.csv: line 4: column send_hour: send hour 25 is not an hour (0 to 23)",
+        "  skipped rhythms.csv: line 5: column timezone: time zone 'Mars/Olympus' is not an "
+        "IANA zone name (e.g. Europe/Paris, America/New_York)",
+        "  skipped rhythms.csv: line 6: column send_hour: digest premieres has no send hour: "
+        "each issue goes when the editor's schedule runs (leave the hour empty, or set "
+        "send_hour for the digest)",
+    ]
+    assert "3 added, 0 merged" in result.stdout and "4 row(s) skipped" in result.stdout
+    assert {email: row[3] for email, row in listed_rhythms(site).items()} == {
+        "ada@example.com": "daily 07:00 America/New_York",
+        "hiro@example.org": "premieres: weekly; weekly: weekly 08:00 Asia/Tokyo",
+        "nerd@example.com": "premieres: instant; weekly: weekly 08:00 Europe/London",
+    }
+
+    # A subscription already on the list keeps what its reader chose; a new one takes the row's.
+    write_csv(site, "again.csv", "email,digests,cadence\nada@example.com,weekly;premieres,weekly\n")
+    site.cli("subscribers", "import", "again.csv")
+    assert rhythm_of(site, "ada@example.com") == (
+        "premieres: weekly; weekly: daily 07:00 America/New_York"
+    )
+
+
+def test_an_export_round_trips_each_subscriptions_rhythm(site: Site, tmp_path: Path) -> None:
+    with_rhythms(site)
+    site.cli(
+        "subscribers",
+        "add",
+        "ada@example.com",
+        "--name",
+        "Ada",
+        "--digest",
+        "weekly",
+        "--cadence",
+        "daily",
+        "--send-hour",
+        "7",
+        "--timezone",
+        "America/New_York",
+    )
+    site.cli(
+        "subscribers", "add", "ada@example.com", "--digest", "premieres", "--cadence", "weekly"
+    )
+    site.cli("subscribers", "add", "kwame@example.net", "--timezone", "Africa/Accra")
+    site.cli("subscribers", "add", "nerd@example.com")
+    site.cli("subscribers", "export", "list.csv")
+    original = list(csv.DictReader((site.root / "list.csv").open(encoding="utf-8")))
+    assert [
+        (r["email"], r["digests"], r["cadence"], r["send_hour"], r["timezone"]) for r in original
+    ] == [
+        # Ada's two digests have different rhythms: one row each.
+        ("ada@example.com", "premieres", "weekly", "", ""),
+        ("ada@example.com", "weekly", "daily", "7", "America/New_York"),
+        ("kwame@example.net", "premieres;weekly", "", "", "Africa/Accra"),
+        ("nerd@example.com", "premieres;weekly", "", "", ""),
+    ]
+    before = listed_rhythms(site)
+
+    other = with_rhythms(make_site(tmp_path / "other"))
+    imported = other.cli("subscribers", "import", str(site.root / "list.csv"))
+    assert "3 added, 1 merged" in imported.output
+    assert exported(other) == original
+    assert listed_rhythms(other) == before
 
 
 # --- tokens ----------------------------------------------------------------------------

@@ -296,6 +296,163 @@ def test_names_are_escaped_in_pages_and_emails(site: Site, client: TestClient) -
     assert "<script>alert" not in page.text and "&lt;script&gt;" in page.text
 
 
+# --- each reader's rhythm on the preferences page -----------------------------------------
+
+# The weekly digest goes at each reader's hour (08:00 by default) and offers daily or
+# weekly; "premieres" goes when the editor's schedule runs (no send_hour).
+RHYTHM_DIGESTS = """\
+    first_issue_since: 2026-01-01
+    cadences: [daily, weekly]
+    send_hour: 8
+  - name: premieres
+    title: Premieres <& more>
+    cadence: instant
+    cadences: [instant, weekly]
+"""
+
+
+@pytest.fixture
+def rhythms(site: Site) -> Iterator[tuple[TestClient, str]]:
+    """A client, and the preferences page of Ada, who reads both digests."""
+    text = site.config_path.read_text(encoding="utf-8")
+    site.write_config(text.replace("    first_issue_since: 2026-01-01\n", RHYTHM_DIGESTS))
+    site.cli(
+        "subscribers", "add", ADA, "--name", "Ada", "--digest", "weekly", "--digest", "premieres"
+    )
+    ada = reader(site, ADA)
+    assert ada is not None
+    with TestClient(create_app(site.config), base_url="https://reelnotes.example.com") as http:
+        yield http, f"/preferences/{make_token(SECRET, 'preferences', ada.id)}"
+
+
+def stored_rhythms(
+    site: Site, address: str
+) -> dict[str, tuple[str | None, int | None, str | None]]:
+    subscriber = reader(site, address)
+    assert subscriber is not None
+    return {s.digest: (s.cadence, s.send_hour, s.timezone) for s in subscriber.subscriptions}
+
+
+def selected(page: str, select_id: str) -> str:
+    """The selected option's value (or text) in the <select id=select_id>."""
+    found = re.search(rf'<select id="{select_id}".*?</select>', page, re.S)
+    assert found, f"no select {select_id}"
+    option = re.search(r'<option(?: value="([^"]*)")? selected>([^<]*)<', found.group(0))
+    assert option, f"nothing selected in {select_id}"
+    return option.group(1) if option.group(1) is not None else option.group(2)
+
+
+def test_preferences_set_cadence_hour_and_zone_and_show_them_back(
+    site: Site, rhythms: tuple[TestClient, str]
+) -> None:
+    client, path = rhythms
+    page = client.get(path).text
+    # Only the cadences each digest offers, in words; the usual hour and zone shown.
+    assert page.count("Each review as it is published") == 1  # premieres only
+    assert "A daily digest" in page and "A weekly digest (Fridays)" in page
+    assert 'name="cadence-weekly" value="weekly" checked' in page
+    assert 'name="cadence-premieres" value="instant" checked' in page
+    assert "the usual time (08:00)" in page and "the usual zone (Europe/London)" in page
+    assert '<option value="7">07:00</option>' in page
+    assert "<option>America/New_York</option>" in page
+    assert selected(page, "send_hour-weekly") == "" and selected(page, "timezone-weekly") == ""
+    assert 'name="timezone-weekly" data-guess-zone' in page  # none stored: the script may guess
+
+    saved = client.post(
+        path,
+        data={
+            "name": "Ada",
+            "digest": ["weekly", "premieres"],
+            "cadence-weekly": "daily",
+            "send_hour-weekly": "7",
+            "timezone-weekly": "America/New_York",
+            "cadence-premieres": "instant",
+            "send_hour-premieres": "9",  # not offered: not the reader's to set
+            "action": "save",
+        },
+    )
+    assert saved.status_code == 200 and "Saved." in saved.text
+    assert stored_rhythms(site, ADA) == {
+        "weekly": ("daily", 7, "America/New_York"),
+        "premieres": (None, None, None),  # the default, still the default
+    }
+    page = client.get(path).text
+    assert 'name="cadence-weekly" value="daily" checked' in page
+    assert selected(page, "send_hour-weekly") == "7"
+    assert selected(page, "timezone-weekly") == "America/New_York"
+    assert 'name="timezone-weekly" data-guess-zone' not in page
+    listed = site.cli("subscribers", "list").stdout
+    assert "premieres: instant; weekly: daily 07:00 America/New_York" in listed
+
+    # "The usual time" and "the usual zone" go back to the digest's defaults.
+    client.post(
+        path,
+        data={
+            "name": "Ada",
+            "digest": "weekly",
+            "cadence-weekly": "daily",
+            "send_hour-weekly": "",
+            "timezone-weekly": "",
+            "action": "save",
+        },
+    )
+    assert stored_rhythms(site, ADA) == {"weekly": ("daily", None, None)}
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        ("cadence-weekly", "instant", "cadence &#39;instant&#39; is not offered by digest weekly"),
+        ("timezone-weekly", "Mars/<b>Olympus", "time zone &#39;Mars/&lt;b&gt;Olympus&#39; is not"),
+        ("send_hour-weekly", "25", "send hour 25 is not an hour (0 to 23)"),
+    ],
+)
+def test_preferences_refuse_a_cadence_not_offered_or_a_bogus_zone_and_change_nothing(
+    site: Site, rhythms: tuple[TestClient, str], field: str, value: str, message: str
+) -> None:
+    client, path = rhythms
+    form = {"name": "Renamed", "digest": "weekly", "cadence-weekly": "daily", "action": "save"}
+    answer = client.post(path, data={**form, field: value})
+    assert answer.status_code == 400
+    assert message in answer.text and "Nothing was changed." in answer.text
+    assert "<b>" not in answer.text
+    assert 'role="alert"' in answer.text and "Saved." not in answer.text
+    assert stored_rhythms(site, ADA) == {
+        "weekly": (None, None, None),
+        "premieres": (None, None, None),
+    }
+    ada = reader(site, ADA)
+    assert ada is not None and ada.name == "Ada"
+
+
+def test_a_digest_sent_on_the_editors_schedule_offers_no_hour_or_zone(
+    site: Site, rhythms: tuple[TestClient, str]
+) -> None:
+    client, path = rhythms
+    page = client.get(path).text
+    assert "send_hour-premieres" not in page and "timezone-premieres" not in page
+    assert "Sent when the editor sends each issue." in page
+    assert "Premieres &lt;&amp; more&gt;" in page and "Premieres <&" not in page
+    # Saving the page as shown stores no choice: every value stays the digest's default.
+    shown = {
+        "name": "Ada",
+        "digest": ["weekly", "premieres"],
+        "cadence-weekly": "weekly",
+        "send_hour-weekly": "",
+        "timezone-weekly": "",
+        "cadence-premieres": "instant",
+        "action": "save",
+    }
+    assert client.post(path, data=shown).status_code == 200
+    assert stored_rhythms(site, ADA) == {
+        "weekly": (None, None, None),
+        "premieres": (None, None, None),
+    }
+    weekly = client.post(path, data={**shown, "cadence-premieres": "weekly"})
+    assert weekly.status_code == 200
+    assert stored_rhythms(site, ADA)["premieres"] == ("weekly", None, None)
+
+
 # --- feeds and the rest -------------------------------------------------------------------
 
 

@@ -434,6 +434,8 @@ class RelatedConfig(Section):
 
 
 FeaturedStrategy = Literal["editors_pick", "highest_rated", "newest"]
+Cadence = Literal["instant", "daily", "weekly"]
+Weekday = Literal["monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday"]
 
 
 class DigestConfig(Section):
@@ -452,6 +454,30 @@ class DigestConfig(Section):
     first_issue_since: date | datetime | None = None
     # Used when a subscriber has no name: "Hello, reader".
     name_fallback: str = "reader"
+    # Readers' rhythm (docs/cadences.md). The cadence readers get unless they choose:
+    # instant (an email per new review), daily or weekly (a digest).
+    cadence: Cadence = "weekly"
+    # The cadences readers may choose on the preferences page and in CSV imports.
+    cadences: list[Cadence] = Field(default_factory=lambda: ["instant", "daily", "weekly"])
+    # Readers' default local hour for daily and weekly issues. None: an issue goes to
+    # every reader each time the digest's schedule runs (schedules.digests).
+    send_hour: int | None = Field(default=None, ge=0, le=23)
+    send_day: Weekday = "friday"  # the day weekly issues go out, in each reader's zone
+    timezone: TimeZoneName | None = None  # readers' default zone; else site.timezone
+    # Each issue waits as a draft for `syndicate digest approve`; editors are emailed.
+    approval: bool = False
+    editors: list[Annotated[str, Field(pattern=r"^[^@\s]+@[^@\s]+$")]] = []
+
+    @model_validator(mode="after")
+    def _cadences(self) -> DigestConfig:
+        if self.cadence not in self.cadences:
+            raise ValueError(
+                f"cadence {self.cadence!r} must be one of the cadences readers may choose "
+                f"({', '.join(self.cadences)})"
+            )
+        if self.approval and not self.editors:
+            raise ValueError("approval: true needs editors: the addresses told of each draft")
+        return self
 
 
 class SmtpConfig(Section):

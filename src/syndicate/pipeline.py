@@ -7,18 +7,18 @@ run and a run by hand do exactly the same thing.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-
-from sqlalchemy.exc import IntegrityError
 
 from syndicate import digest as digests
 from syndicate import feeds, pages, related, sources, subscribers
 from syndicate.config import Config
 from syndicate.delivery import Sender, SendReport, Transport, open_transport
-from syndicate.store import Store
+from syndicate.delivery.ledger import owner_name
+from syndicate.digest import approval
+from syndicate.store import DigestIssue, Store
 
 log = logging.getLogger(__name__)
 
@@ -44,15 +44,35 @@ def gather(config: Config, store: Store, now: datetime | None = None) -> sources
 @dataclass
 class DigestOutcome:
     name: str
-    report: SendReport | None  # None: no issue, for the reason below
+    reports: list[SendReport] = field(default_factory=list)  # one per issue sent
     reason: str = "nothing new since the last issue; no issue sent"
-    # Archive pages written when the issue was recorded, before its first email.
+    # Archive pages written when the issues were recorded, before their first email.
     pages_written: list[Path] = field(default_factory=list)
+    # Issues waiting for an editor (approval: true), by number.
+    drafts: list[int] = field(default_factory=list)
+
+    @property
+    def report(self) -> SendReport | None:
+        """The issues sent, added up (None: none was sent, for `reason`)."""
+        if not self.reports:
+            return None
+        if len(self.reports) == 1:
+            return self.reports[0]
+        total = SendReport(self.name, self.reports[-1].number)
+        for report in self.reports:
+            total.add(report)
+        total.complete = all(r.complete for r in self.reports)
+        return total
 
     def summary(self) -> str:
-        if self.report is None:
-            return f"digest {self.name}: {self.reason}"
-        return self.report.summary()
+        lines = [r.summary() for r in self.reports]
+        if self.drafts:
+            numbers = ", ".join(str(n) for n in self.drafts)
+            lines.append(
+                f"digest {self.name}: issue(s) {numbers} wait for approval "
+                f"(`syndicate digest drafts {self.name}`)"
+            )
+        return "\n".join(lines) or f"digest {self.name}: {self.reason}"
 
 
 def send_digest(
@@ -63,35 +83,64 @@ def send_digest(
     now: datetime | None = None,
     progress: Callable[[int, int], None] | None = None,
     wait: bool = True,
+    force: bool = False,
+    cadences: Collection[str] | None = None,
 ) -> DigestOutcome:
-    """Finish the digest's unfinished issue, or record and send a new one if anything is new.
+    """Finish the digest's unfinished issues, then plan, record and send what is due now.
 
-    `progress(done, total)` is called after each batch. With Celery workers configured,
-    the batches go to them; `wait=False` returns once they are queued.
+    Each reader gets their own rhythm (syndicate.digest.plan): readers due now with the
+    same reviews share an issue. `force` sends readers their pending reviews now, even
+    before their hour; `cadences` limits the send to readers of those cadences. With
+    `approval: true` new issues wait as drafts and the editors
+    are emailed. `progress(done, total)` is called after each batch. With Celery workers
+    configured, the batches go to them; `wait=False` returns once they are queued.
     """
     now = now or datetime.now(UTC)
     digest = config.digest(name)
-    for attempt in (1, 2):
-        try:
-            with store.session() as session:
-                if digests.unfinished_issue(session, name) is None and not subscribers.has_active(
-                    session, name
-                ):
-                    # An issue to nobody would use up the new reviews: they wait for a reader.
-                    return DigestOutcome(name, None, "no active subscribers yet; no issue sent")
-                issue = digests.issue_to_send(config, session, digest, now)
-                issue_id = issue.id if issue is not None else None
-            break
-        except IntegrityError:
-            # Another sender recorded the same new issue a moment before us (two `digest
-            # send` started together on PostgreSQL): work on that one; its claim decides
-            # who sends it.
-            if attempt == 2:
-                raise
-            log.info("digest %s: another process recorded the issue first; using it", name)
-    if issue_id is None:
-        log.info("digest %s: nothing new; no issue", name)
-        return DigestOutcome(name, None)
+    outcome = DigestOutcome(name)
+    with store.session() as session:
+        # Under the digest's lock, so a send started at the same moment waits, then
+        # finds this one's issues (and sends or leaves them) instead of planning twice.
+        digests.lock_digest(session, name, owner_name())
+        unfinished = digests.unfinished_issues(session, name)
+        if not unfinished and not subscribers.has_active(session, name):
+            # An issue to nobody would use up the new reviews: they wait for a reader.
+            outcome.reason = "no active subscribers yet; no issue sent"
+            return outcome
+        planned = digests.plan(config, session, digest, now, force=force, cadences=cadences)
+        recorded = digests.record_plan(config, session, digest, planned)
+        to_send = [i.id for i in unfinished] + [
+            i.id for i in recorded if i.status == DigestIssue.SENDING
+        ]
+        outcome.drafts = [i.number for i in recorded if i.status == DigestIssue.DRAFT]
+        draft_ids = [i.id for i in recorded if i.status == DigestIssue.DRAFT]
+    if draft_ids:
+        approval.notify_editors(config, store, draft_ids, transport)
+    if not to_send:
+        if planned.waiting:
+            first = min(planned.waiting)
+            outcome.reason = (
+                f"nothing due now; {sum(planned.waiting.values())} reader(s) wait for their "
+                f"hour (the next at {first.astimezone(config.timezone):%Y-%m-%d %H:%M %Z}); "
+                f"`syndicate digest force {name}` sends now"
+            )
+        log.info("digest %s: %s", name, outcome.reason)
+        return outcome
+    outcome.reports, outcome.pages_written = send_issues(
+        config, store, to_send, transport, progress, wait
+    )
+    return outcome
+
+
+def send_issues(
+    config: Config,
+    store: Store,
+    issue_ids: list[int],
+    transport: Transport,
+    progress: Callable[[int, int], None] | None = None,
+    wait: bool = True,
+) -> tuple[list[SendReport], list[Path]]:
+    """Send recorded issues to their queued readers; the reports and archive pages written."""
     # "View in your browser" works from the first email.
     archive = pages.publish_archive(config, store)
     fan_out = None
@@ -100,7 +149,7 @@ def send_digest(
 
         fan_out = CeleryFanOut(config, wait=wait)
     sender = Sender(config, store, transport, fan_out)
-    total = sender.remaining(issue_id)
+    total = sum(sender.remaining(issue_id) for issue_id in issue_ids)
     done = 0
 
     def step(count: int) -> None:
@@ -109,9 +158,12 @@ def send_digest(
         if progress:
             progress(done, total)
 
-    report = sender.send(issue_id, step)
-    log.info("%s", report.summary())
-    return DigestOutcome(name, report, pages_written=archive.written if archive else [])
+    reports = []
+    for issue_id in issue_ids:
+        report = sender.send(issue_id, step)
+        log.info("%s", report.summary())
+        reports.append(report)
+    return reports, archive.written if archive else []
 
 
 @dataclass

@@ -3,6 +3,10 @@
 Addresses are validated and normalised with email-validator (no DNS look-ups: syntax only,
 so an offline import is fast and repeatable). A removed or unsubscribed address is kept,
 suppressed, so that no import can mail it again; only an explicit `add` brings it back.
+
+Each subscription carries the reader's rhythm (cadence, send hour, time zone; None: the
+digest's default). The values are validated by syndicate.digest.cadence.check_choice;
+`check_rhythm` here only says which field (CSV column, CLI option) a refusal is about.
 """
 
 from __future__ import annotations
@@ -10,16 +14,18 @@ from __future__ import annotations
 import csv
 import io
 import logging
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
 
 from email_validator import EmailNotValidError, validate_email
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from syndicate.config import Config, DigestConfig
+from syndicate.digest.cadence import InvalidRhythm, Rhythm, check_choice, rhythm_for
 from syndicate.store import Subscriber, Subscription
 
 log = logging.getLogger(__name__)
@@ -30,13 +36,73 @@ SUPPRESSED = (
     Subscriber.BOUNCED,
     Subscriber.COMPLAINED,
 )
-CSV_COLUMNS = ("email", "name", "digests", "status", "created_at")
+# The reader's rhythm, per subscription: CSV columns, and Subscription's attributes.
+RHYTHM_FIELDS = ("cadence", "send_hour", "timezone")
+CSV_COLUMNS = ("email", "name", "digests", "status", "created_at", *RHYTHM_FIELDS)
 # What an imported row may say in its optional `status` column (an export writes it).
 IMPORT_STATUSES = (Subscriber.ACTIVE, Subscriber.PENDING, *SUPPRESSED)
 
 
 class InvalidAddress(ValueError):
     pass
+
+
+@dataclass(frozen=True)
+class Choice:
+    """What to store on a subscription; None: the digest's default."""
+
+    cadence: str | None = None
+    send_hour: int | None = None
+    timezone: str | None = None
+
+    def apply(self, subscription: Subscription, fields: Iterable[str] = RHYTHM_FIELDS) -> None:
+        for name in fields:
+            setattr(subscription, name, getattr(self, name))
+
+
+def check_rhythm(
+    digests: Iterable[DigestConfig],
+    cadence: str | None = None,
+    send_hour: int | str | None = None,
+    timezone: str | None = None,
+) -> Choice:
+    """Check a choice for every digest it will apply to (see check_choice); blank means
+    the digest's default. Raises InvalidRhythm naming the refused field."""
+    choice = Choice()
+    for digest in digests:
+        choice = Choice(*check_choice(digest, cadence, send_hour, timezone))
+    return choice
+
+
+def rhythm_text(rhythm: Rhythm) -> str:
+    """A rhythm in a few words: "instant", "weekly", "daily 07:00 America/New_York"."""
+    if rhythm.cadence == "instant" or rhythm.send_hour is None:
+        return rhythm.cadence
+    return f"{rhythm.cadence} {rhythm.send_hour:02d}:00 {rhythm.timezone}"
+
+
+def rhythms_text(config: Config, subscriber: Subscriber) -> str:
+    """Each subscription's effective rhythm: "weekly 08:00 Europe/Paris" for one digest,
+    "news: instant; weekly: weekly 08:00 Europe/Paris" for several."""
+    parts = []
+    for subscription in sorted(subscriber.subscriptions, key=lambda s: s.digest):
+        digest = next((d for d in config.digests if d.name == subscription.digest), None)
+        if digest is None:
+            parts.append((subscription.digest, "not configured"))
+            continue
+        rhythm = rhythm_for(
+            config,
+            digest,
+            subscription.cadence,
+            subscription.send_hour,
+            subscription.timezone,
+        )
+        parts.append((subscription.digest, rhythm_text(rhythm)))
+    if not parts:
+        return "-"
+    if len(parts) == 1:
+        return parts[0][1]
+    return "; ".join(f"{name}: {text}" for name, text in parts)
 
 
 def normalise(address: str) -> str:
@@ -79,9 +145,14 @@ def add(
     digests: Iterable[str] = (),
     *,
     reactivate: bool = True,
+    rhythm: Mapping[str, Any] | None = None,
 ) -> AddResult:
     """Add a reader, or merge into the existing one. Suppressed readers stay suppressed
-    unless `reactivate` (an explicit add by the editor, not an import)."""
+    unless `reactivate` (an explicit add by the editor, not an import).
+
+    `rhythm` ({"cadence": "daily", "send_hour": 7}: the fields to set, already checked
+    with `check_rhythm`) is set on the subscriptions to `digests`, new or existing; the
+    fields it does not name are left as they are."""
     email = normalise(address)
     subscriber = session.scalars(select(Subscriber).where(Subscriber.email == email)).first()
     created = subscriber is None
@@ -97,11 +168,15 @@ def add(
             subscriber.status_reason = "re-added by the editor"
             subscriber.status_changed_at = datetime.now(UTC)
             reactivated = True
-    have = {s.digest for s in subscriber.subscriptions}
+    have = {s.digest: s for s in subscriber.subscriptions}
     for digest in digests:
         if digest not in have:
-            subscriber.subscriptions.append(Subscription(digest=digest))
-            have.add(digest)
+            have[digest] = Subscription(digest=digest)
+            subscriber.subscriptions.append(have[digest])
+        for name, value in (rhythm or {}).items():
+            if name not in RHYTHM_FIELDS:
+                raise ValueError(f"not a rhythm field: {name!r}")
+            setattr(have[digest], name, value)
     session.flush()
     return AddResult(subscriber, created, reactivated)
 
@@ -142,6 +217,7 @@ class _Row:
     digests: list[str]
     status: str
     created_at: datetime | None
+    rhythm: Choice = Choice()  # for the subscriptions this row creates
 
 
 IMPORT_CHUNK = 500  # rows looked up in one query
@@ -153,6 +229,7 @@ def import_csv(
     source: str,
     default_digests: list[str],
     known_digests: set[str],
+    configs: Iterable[DigestConfig] = (),
 ) -> ImportReport:
     """Import rows of `email,name,digests` (digests separated by ';'). Bad rows are
     reported with their line number and skipped; the good rows are imported.
@@ -160,6 +237,11 @@ def import_csv(
     The optional `status` and `created_at` columns (as `export_csv` writes them) are
     honoured, so an export imported elsewhere keeps its suppressed addresses suppressed:
     a row marked unsubscribed, removed, bounced or complained is never mailed.
+
+    The optional `cadence`, `send_hour` and `timezone` columns (blank: the digest's
+    default) are checked against each of the row's digests (`configs`) and set on the
+    subscriptions the row creates; a subscription already on the list keeps the rhythm
+    its reader chose. A refused value is reported with its line and column.
 
     Every row is checked before anything is written, then the rows are applied a chunk
     at a time with one query for the chunk's existing addresses: an import of 100,000
@@ -169,10 +251,11 @@ def import_csv(
     if reader.fieldnames is None or "email" not in [f.strip().lower() for f in reader.fieldnames]:
         report.errors.append(f"{source}: line 1: expected a header row with an 'email' column")
         return report
+    settings = {digest.name: digest for digest in configs}
     rows: list[_Row] = []
     for row in reader:
         try:
-            rows.append(_checked(row, reader.line_num, default_digests, known_digests))
+            rows.append(_checked(row, reader.line_num, default_digests, known_digests, settings))
         except InvalidAddress as exc:
             report.errors.append(f"{source}: line {reader.line_num}: {exc}")
     # Addresses already on the list, or earlier in this file (a later row merges into it).
@@ -196,6 +279,7 @@ def _checked(
     line: int,
     default_digests: list[str],
     known_digests: set[str],
+    settings: Mapping[str, DigestConfig],
 ) -> _Row:
     """One CSV row, validated; InvalidAddress says what is wrong with it."""
     row = {(k or "").strip().lower(): (v or "").strip() for k, v in raw.items() if k}
@@ -208,14 +292,35 @@ def _checked(
         raise InvalidAddress(
             f"unknown status {status!r} (expected one of {', '.join(IMPORT_STATUSES)})"
         )
+    email = normalise(row.get("email", ""))
+    digests = list(dict.fromkeys(digests or default_digests))
     return _Row(
         line=line,
-        email=normalise(row.get("email", "")),
+        email=email,
         name=row.get("name", "").strip(),
-        digests=list(dict.fromkeys(digests or default_digests)),
+        digests=digests,
         status=status,
         created_at=_timestamp(row.get("created_at", "")),
+        rhythm=_row_rhythm(row, digests, settings),
     )
+
+
+def _row_rhythm(
+    row: dict[str, str], digests: list[str], settings: Mapping[str, DigestConfig]
+) -> Choice:
+    given = {name: row.get(name, "") for name in RHYTHM_FIELDS}
+    if not any(given.values()):
+        return Choice()
+    unknown = [d for d in digests if d not in settings]
+    if unknown:  # a caller that did not pass the digests' settings
+        column = next(name for name, value in given.items() if value)
+        raise InvalidAddress(
+            f"column {column}: no settings for digest {unknown[0]} to check the value against"
+        )
+    try:
+        return check_rhythm([settings[d] for d in digests], **given)
+    except InvalidRhythm as exc:
+        raise InvalidAddress(f"column {exc.field}: {exc}") from None
 
 
 def _apply_row(
@@ -235,7 +340,9 @@ def _apply_row(
     have = {s.digest for s in subscriber.subscriptions}
     for digest in row.digests:
         if digest not in have:
-            subscriber.subscriptions.append(Subscription(digest=digest))
+            subscription = Subscription(digest=digest)
+            row.rhythm.apply(subscription)
+            subscriber.subscriptions.append(subscription)
             have.add(digest)
     was_suppressed = not created and subscriber.status in SUPPRESSED
     if (created and row.status != Subscriber.ACTIVE) or (
@@ -266,23 +373,37 @@ def _timestamp(value: str) -> datetime | None:
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
-def export_rows(session: Session) -> Iterator[dict[str, str]]:
+def export_rows(session: Session) -> Iterator[list[dict[str, str]]]:
+    """Per subscriber, its CSV rows: one for each rhythm among its subscriptions (usually
+    one), so that importing the rows gives each subscription its rhythm back."""
     for subscriber in session.scalars(select(Subscriber).order_by(Subscriber.id)):
-        yield {
+        groups: dict[tuple[str, str, str], list[str]] = {}
+        for subscription in sorted(subscriber.subscriptions, key=lambda s: s.digest):
+            key = (
+                subscription.cadence or "",
+                "" if subscription.send_hour is None else str(subscription.send_hour),
+                subscription.timezone or "",
+            )
+            groups.setdefault(key, []).append(subscription.digest)
+        common = {
             "email": subscriber.email,
             "name": subscriber.name,
-            "digests": ";".join(subscriber.digests),
             "status": subscriber.status,
             "created_at": subscriber.created_at.isoformat(),
         }
+        yield [
+            {**common, "digests": ";".join(digests), **dict(zip(RHYTHM_FIELDS, key, strict=True))}
+            for key, digests in (groups or {("", "", ""): []}).items()
+        ]
 
 
 def export_csv(session: Session, handle: TextIO) -> int:
+    """Write every subscriber as CSV; the number of subscribers written."""
     writer = csv.DictWriter(handle, fieldnames=CSV_COLUMNS, lineterminator="\n")
     writer.writeheader()
     count = 0
-    for row in export_rows(session):
-        writer.writerow(row)
+    for rows in export_rows(session):
+        writer.writerows(rows)
         count += 1
     return count
 

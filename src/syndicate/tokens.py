@@ -17,7 +17,7 @@ from typing import Literal
 from itsdangerous import BadData, SignatureExpired, Signer, TimestampSigner
 from itsdangerous.signer import HMACAlgorithm
 
-Purpose = Literal["unsubscribe", "preferences", "confirm"]
+Purpose = Literal["unsubscribe", "preferences", "confirm", "draft"]
 
 
 class InvalidToken(Exception):

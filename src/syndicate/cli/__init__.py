@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 import click
 
 from syndicate import __version__, feeds, pipeline
+from syndicate.cli import editing  # noqa: F401  (adds the editor's commands to `digest`)
 from syndicate.cli.app import (
     App,
     friendly_errors,

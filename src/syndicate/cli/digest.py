@@ -13,7 +13,7 @@ from sqlalchemy import select
 from syndicate import digest as digests
 from syndicate import pipeline
 from syndicate.cli.app import App, friendly_errors, pass_app, progress, show_path
-from syndicate.delivery import build_message, open_transport
+from syndicate.delivery import SendReport, build_message, open_transport
 from syndicate.delivery.ledger import letter_for, recipient_for
 from syndicate.delivery.status import describe, issue_status
 from syndicate.store import DigestIssue, Subscriber
@@ -91,29 +91,40 @@ def preview(app: App, name: str, address: str | None, output: Path | None) -> No
 )
 @pass_app
 def send(app: App, name: str, no_wait: bool) -> None:
-    """Send digest NAME: finish an interrupted issue, or send a new one if anything is new.
+    """Send digest NAME: finish interrupted issues, then send what is due now.
 
-    Safe to run again at any time: a subscriber who has the issue never gets it twice.
-    With Celery workers configured, the batches are queued for them and this waits,
-    showing progress, until they are all sent.
+    Each reader gets the reviews no issue has brought them yet, at their rhythm: readers
+    whose hour has not come wait (`syndicate digest force` sends now). Safe to run again
+    at any time: nobody gets a review twice. With Celery workers configured, the batches
+    are queued for them and this waits, showing progress, until they are all sent.
     """
+    send_and_report(app, name, wait=not no_wait)
+
+
+def send_and_report(app: App, name: str, wait: bool = True, force: bool = False) -> None:
+    """Run a send and print what it did; exit status 1 when anyone failed."""
     config = app.config
     with friendly_errors(), app.store() as store, progress(f"Sending {name}") as bar:
         transport = open_transport(config)
         try:
             outcome = pipeline.send_digest(
-                config, store, name, transport, progress=bar, wait=not no_wait
+                config, store, name, transport, progress=bar, wait=wait, force=force
             )
         finally:
             transport.close()
     click.echo(outcome.summary())
-    if outcome.report is not None:
-        for error in outcome.report.errors[:20]:
-            click.echo(f"  failed: {error}", err=True)
-        if config.delivery.transport == "outbox":
-            click.echo(f"Outbox: {show_path(config.resolve(config.delivery.outbox))}/")
-        if outcome.report.failed:
-            sys.exit(1)
+    report_errors(app, outcome.report)
+
+
+def report_errors(app: App, report: SendReport | None) -> None:
+    if report is None:
+        return
+    for error in report.errors[:20]:
+        click.echo(f"  failed: {error}", err=True)
+    if app.config.delivery.transport == "outbox":
+        click.echo(f"Outbox: {show_path(app.config.resolve(app.config.delivery.outbox))}/")
+    if report.failed:
+        sys.exit(1)
 
 
 @digest.command()

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
-from sqlalchemy import and_, bindparam, exists, insert, literal, or_, select, update
+from sqlalchemy import and_, bindparam, exists, or_, select, update
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.elements import ColumnElement
 
@@ -31,15 +31,13 @@ from syndicate.config import Config
 from syndicate.delivery.message import Letter, Outcome, Recipient
 from syndicate.digest.render import RenderedIssue
 from syndicate.store import Delivery, DigestIssue, Subscriber, Subscription
-from syndicate.store.models import UTCDateTime
 from syndicate.tokens import make_token
 
 log = logging.getLogger(__name__)
 
 LEASE = timedelta(minutes=10)
-# What a batch's rows were before it was recorded as SENDING: (status, attempts, attempted_at),
-# or None for a row the batch created.
-Previous = dict[int, tuple[str, int, datetime] | None]
+# What a batch's rows were before it was recorded as SENDING: (status, attempts, attempted_at).
+Previous = dict[int, tuple[str, int, datetime]]
 DONE = (Delivery.SENT, Delivery.FAILED, Delivery.UNKNOWN, Delivery.SENDING)
 MAX_REPORTED_ERRORS = 50  # a report lists this many failures; the status command has them all
 DELIVERIES = Delivery.__table__  # Core statements: executemany, no ORM objects per row
@@ -141,21 +139,20 @@ def recipient_for(
 
 
 def eligible(issue: DigestIssue):  # type: ignore[no-untyped-def]
-    """Active subscribers of the digest who have no settled delivery of this issue."""
-    settled = exists().where(
+    """The issue's readers still to send: a QUEUED row (or a RETRY with attempts left),
+    and still active and subscribed (a reader who leaves mid-send is skipped)."""
+    waiting = exists().where(
         Delivery.issue_id == issue.id,
         Delivery.subscriber_id == Subscriber.id,
         or_(
-            Delivery.status.in_(DONE),
-            and_(Delivery.status == Delivery.RETRY, Delivery.attempts >= Delivery.MAX_ATTEMPTS),
+            Delivery.status == Delivery.QUEUED,
+            and_(Delivery.status == Delivery.RETRY, Delivery.attempts < Delivery.MAX_ATTEMPTS),
         ),
     )
     subscribed = exists().where(
-        Subscription.subscriber_id == Subscriber.id,
-        Subscription.digest == issue.digest,
-        Subscription.created_at <= issue.created_at,
+        Subscription.subscriber_id == Subscriber.id, Subscription.digest == issue.digest
     )
-    return and_(Subscriber.status == Subscriber.ACTIVE, subscribed, ~settled)
+    return and_(Subscriber.status == Subscriber.ACTIVE, subscribed, waiting)
 
 
 def owner_name() -> str:
@@ -185,45 +182,20 @@ def record_sending(session: Session, issue_id: int, recipients: list[Recipient])
     """Record a batch as SENDING, in the caller's transaction; return what it was before."""
     now = datetime.now(UTC)
     ids = [r.subscriber_id for r in recipients]
-    previous: Previous = dict.fromkeys(ids)
-    for row in session.execute(
-        select(
-            Delivery.subscriber_id, Delivery.status, Delivery.attempts, Delivery.attempted_at
-        ).where(Delivery.issue_id == issue_id, Delivery.subscriber_id.in_(ids))
-    ):
-        previous[row.subscriber_id] = (row.status, row.attempts, row.attempted_at)
-    fresh = [sid for sid, before in previous.items() if before is None]
-    if fresh:
-        # One INSERT ... SELECT for the batch rather than a row of parameters each.
-        constants = select(
-            literal(issue_id),
-            Subscriber.id,
-            literal(Delivery.SENDING),
-            literal(1),
-            literal(now, UTCDateTime()),
-            literal(""),
-        ).where(Subscriber.id.in_(fresh))
-        session.execute(
-            insert(DELIVERIES).from_select(
-                ["issue_id", "subscriber_id", "status", "attempts", "attempted_at", "error"],
-                constants,
-            )
+    previous: Previous = {
+        row.subscriber_id: (row.status, row.attempts, row.attempted_at)
+        for row in session.execute(
+            select(
+                Delivery.subscriber_id, Delivery.status, Delivery.attempts, Delivery.attempted_at
+            ).where(Delivery.issue_id == issue_id, Delivery.subscriber_id.in_(ids))
         )
-    again = [
-        {"sid": sid, "attempts": before[1] + 1}
-        for sid, before in previous.items()
-        if before is not None
-    ]
-    if again:
-        session.execute(
-            update(DELIVERIES)
-            .where(
-                DELIVERIES.c.issue_id == issue_id,
-                DELIVERIES.c.subscriber_id == bindparam("sid"),
-            )
-            .values(status=Delivery.SENDING, attempts=bindparam("attempts"), attempted_at=now),
-            again,
-        )
+    }
+    # One UPDATE ... IN (...) for the batch rather than a statement per row.
+    session.execute(
+        update(DELIVERIES)
+        .where(DELIVERIES.c.issue_id == issue_id, DELIVERIES.c.subscriber_id.in_(ids))
+        .values(status=Delivery.SENDING, attempts=DELIVERIES.c.attempts + 1, attempted_at=now)
+    )
     return previous
 
 
@@ -293,33 +265,20 @@ def record_outcomes(
 
 def put_back(session: Session, issue_id: int, previous: Previous) -> None:
     """Undo `record_sending` for a batch of which nothing was sent."""
-    created = [sid for sid, before in previous.items() if before is None]
-    restored = [
-        {"sid": sid, "st": before[0], "attempts": before[1], "at": before[2]}
-        for sid, before in previous.items()
-        if before is not None
-    ]
-    if created:
-        session.execute(
-            DELIVERIES.delete().where(
-                DELIVERIES.c.issue_id == issue_id,
-                DELIVERIES.c.subscriber_id.in_(created),
-            )
+    session.execute(
+        update(DELIVERIES)
+        .where(
+            DELIVERIES.c.issue_id == issue_id,
+            DELIVERIES.c.subscriber_id == bindparam("sid"),
         )
-    if restored:
-        session.execute(
-            update(DELIVERIES)
-            .where(
-                DELIVERIES.c.issue_id == issue_id,
-                DELIVERIES.c.subscriber_id == bindparam("sid"),
-            )
-            .values(
-                status=bindparam("st"),
-                attempts=bindparam("attempts"),
-                attempted_at=bindparam("at"),
-            ),
-            restored,
-        )
+        .values(
+            status=bindparam("st"), attempts=bindparam("attempts"), attempted_at=bindparam("at")
+        ),
+        [
+            {"sid": sid, "st": status, "attempts": attempts, "at": at}
+            for sid, (status, attempts, at) in previous.items()
+        ],
+    )
 
 
 def settle_sending(session: Session, issue_id: int, error: str, *where: ColumnElement[bool]) -> int:

@@ -12,9 +12,15 @@ from datetime import UTC, datetime
 from sqlalchemy import case, func, select
 from sqlalchemy.orm import Session
 
-from syndicate.delivery.ledger import died_here, eligible
-from syndicate.store import Delivery, DigestIssue, Subscriber
+from syndicate.delivery.ledger import died_here
+from syndicate.store import Delivery, DigestIssue
 
+STATES = {
+    DigestIssue.SENT: "complete",
+    DigestIssue.SENDING: "sending",
+    DigestIssue.DRAFT: "draft, waiting for approval",
+    DigestIssue.SKIPPED: "skipped",
+}
 # How a suppressing event reads in the status (its SendGrid name otherwise).
 SUPPRESSED_AS = {
     "bounce": "bounced",
@@ -46,6 +52,7 @@ class IssueStatus:
     in_flight: int = 0
     failed: int = 0  # refused for good, or out of retries
     unknown: int = 0  # in flight when a sender died: not resent, may or may not have it
+    skipped: int = 0  # the issue was a draft an editor skipped
     reasons: list[Reason] = field(default_factory=list)
     # From the provider's events (SendGrid's webhook); zero with the outbox and SMTP.
     delivered: int = 0
@@ -70,23 +77,13 @@ def issue_status(session: Session, issue: DigestIssue, now: datetime | None = No
         ).all()
     )
     status.accepted = counts.get(Delivery.SENT, 0)
+    status.not_reached = counts.get(Delivery.QUEUED, 0)
     status.retrying = counts.get(Delivery.RETRY, 0)
     status.in_flight = counts.get(Delivery.SENDING, 0)
     status.failed = counts.get(Delivery.FAILED, 0)
     status.unknown = counts.get(Delivery.UNKNOWN, 0)
-    if issue.status != DigestIssue.SENT:
-        unrecorded = (
-            ~select(Delivery.id)
-            .where(Delivery.issue_id == issue.id, Delivery.subscriber_id == Subscriber.id)
-            .exists()
-        )
-        status.not_reached = (
-            session.scalar(
-                select(func.count()).select_from(Subscriber).where(eligible(issue), unrecorded)
-            )
-            or 0
-        )
-    status.subscribers = sum(counts.values()) + status.not_reached
+    status.skipped = counts.get(Delivery.SKIPPED, 0)
+    status.subscribers = sum(counts.values())
 
     for state, error, count in session.execute(
         select(bucket, Delivery.error, func.count())
@@ -133,9 +130,10 @@ def _sender(issue: DigestIssue, now: datetime) -> str:
 def describe(status: IssueStatus) -> list[str]:
     """The lines `syndicate digest status` prints for one issue."""
     issue = status.issue
+    state = STATES.get(issue.status, issue.status)
+    rhythm = f"{issue.cadence}  " if issue.cadence else ""
     head = (
-        f"#{issue.number}  {issue.created_at:%Y-%m-%d %H:%M}  "
-        f"{'complete' if issue.status == DigestIssue.SENT else 'sending'}  "
+        f"#{issue.number}  {issue.created_at:%Y-%m-%d %H:%M}  {state}  {rhythm}"
         f"{len(issue.reviews)} review(s)  {issue.subject}"
     )
     counts = (
@@ -144,6 +142,8 @@ def describe(status: IssueStatus) -> list[str]:
     )
     if status.unknown:
         counts += f", {status.unknown} unknown"
+    if status.skipped:
+        counts += f", {status.skipped} skipped by an editor"
     lines = [head, counts]
     waiting = [
         (status.not_reached, "not reached yet"),

@@ -3,22 +3,27 @@
 from syndicate.digest.issues import (
     Draft,
     draft,
-    issue_to_send,
     last_issue,
+    lock_digest,
     record,
-    unfinished_issue,
+    record_plan,
+    unfinished_issues,
 )
+from syndicate.digest.plan import Plan, plan
 from syndicate.digest.render import RenderedIssue, TemplateError, personalise, render_issue
 
 __all__ = [
     "Draft",
+    "Plan",
     "RenderedIssue",
     "TemplateError",
     "draft",
-    "issue_to_send",
     "last_issue",
+    "lock_digest",
     "personalise",
+    "plan",
     "record",
+    "record_plan",
     "render_issue",
-    "unfinished_issue",
+    "unfinished_issues",
 ]

@@ -108,6 +108,8 @@ def context(
         "featured": selection.featured if selection else None,
         "related": selection.related if selection else [],
         "others": selection.others if selection else [],
+        # Reviews these readers got before, revised since (each has its revision_note).
+        "updated": selection.updated if selection else [],
         # The site's feeds, for <link rel="alternate"> autodiscovery in the page's head.
         "feeds": feed_links(config),
         "subscriber": _Placeholders(),
@@ -123,15 +125,17 @@ def render_issue(
     # Subject header, and escape the preheader twice once the MJML template inserts it.
     plain = env.overlay(autoescape=False)
     values = context(config, digest, number, selection, when)
-    if selection is None:
-        # An empty issue (send_when_empty): `featured.title` in a subject renders as
-        # nothing instead of failing, and `{% if featured %}` is false.
+    nothing_new = selection is None or selection.featured is None
+    if nothing_new:
+        # An empty issue (send_when_empty), or one with only updated reviews:
+        # `featured.title` in a subject renders as nothing instead of failing, and
+        # `{% if featured %}` is false.
         values["featured"] = jinja2.ChainableUndefined(name="featured")
     where = f"in {config.path}, digests: {digest.name}"
     subject = _one_line(
         _render(lambda: plain.from_string(digest.subject), values, f"subject ({where})")
     )
-    if selection is None:
+    if nothing_new:
         subject = subject.rstrip(" :;,-–—·|")
     preheader = _one_line(
         _render(lambda: plain.from_string(digest.preheader), values, f"preheader ({where})")

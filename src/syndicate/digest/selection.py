@@ -1,9 +1,10 @@
-"""Which reviews go into the next issue: the new ones, the featured one, its relatives."""
+"""Which reviews go into the next issue: the new ones, the featured one, its relatives,
+and the revised ones its readers got an earlier version of ("Updated")."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 
 from sqlalchemy import select
@@ -25,13 +26,19 @@ class RelatedLink:
 
 @dataclass(frozen=True)
 class Selection:
-    featured: Review
+    """An issue's reviews. `featured` is None only in an issue that carries nothing new,
+    just revisions (`updated`: reviews its readers got before, revised since, each with
+    its `revision_note`)."""
+
+    featured: Review | None
     others: list[Review]
     related: list[RelatedLink]
+    updated: list[Review] = field(default_factory=list)
 
     @property
     def reviews(self) -> list[Review]:
-        return [self.featured, *self.others]
+        """The new reviews, featured first; not the updated ones (recorded as UPDATED)."""
+        return [self.featured, *self.others] if self.featured is not None else []
 
 
 def new_reviews(session: Session, digest: str, floor: datetime, now: datetime) -> list[Review]:
@@ -128,15 +135,22 @@ def related_links(
 def select_for_issue(
     session: Session,
     digest: DigestConfig,
-    reviews: list[Review],
+    reviews: Sequence[Review],
     now: datetime,
     settings: Settings | None = None,
+    updated: Sequence[Review] = (),
 ) -> Selection | None:
+    """The issue's selection from its new `reviews` and its `updated` (revised) ones, in
+    the order given; None when it has neither. With only updated reviews, `featured` is
+    None and there are no related links. A review among both is new, not updated."""
+    new_ids = {r.id for r in reviews}
+    revised = list({r.id: r for r in updated if r.id not in new_ids}.values())
     if not reviews:
-        return None
+        if not revised:
+            return None
+        return Selection(featured=None, others=[], related=[], updated=revised)
     featured = choose_featured(reviews, digest.featured)
     others = [r for r in reviews if r.id != featured.id]
-    related = related_links(
-        session, featured, digest.related, {r.id for r in others}, now, settings
-    )
-    return Selection(featured=featured, others=others, related=related)
+    shown = {r.id for r in others} | {r.id for r in revised}
+    related = related_links(session, featured, digest.related, shown, now, settings)
+    return Selection(featured=featured, others=others, related=related, updated=revised)

@@ -20,6 +20,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, lazyload
 
 from syndicate.config import FilesSource
+from syndicate.sources import revision
 from syndicate.sources.content import (
     first_paragraph,
     markdown_to_html,
@@ -217,6 +218,7 @@ class FilesGatherer:
         link = self.source.link.format(site_url=self.site_url, slug=slug, id=review.id)
         body_html = body if found.path.suffix.lower() == ".html" else markdown_to_html(body)
         body_html = sanitise(body_html, link)
+        before = None if is_new else revision.snapshot(review)
 
         review.source = self.source.name
         review.source_key = found.key
@@ -250,3 +252,4 @@ class FilesGatherer:
         else:
             review.updated = max(self.now, review.published)
         review.withdrawn_at = None
+        revision.note_revision(review, before, self.now, meta.correction)

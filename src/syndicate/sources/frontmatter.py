@@ -137,6 +137,9 @@ class FrontMatter(BaseModel):
     tags: Annotated[list[str], BeforeValidator(_to_tags)] = []
     image: str | None = None
     summary: str | None = None
+    # The editor's flag on an edit readers should hear about, in a sentence for them:
+    # readers who got the earlier version see it in the digest (sources/revision.py).
+    correction: str | None = None
     related: list[RelatedLink] = []
     featured: bool = False
 

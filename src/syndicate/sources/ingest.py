@@ -29,6 +29,7 @@ from urllib.parse import urlsplit
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from syndicate.sources import revision
 from syndicate.sources.content import first_paragraph, sanitise, sanitise_url, slugify, xml_safe
 from syndicate.sources.entry import Entry, plausible
 from syndicate.sources.report import GatherReport
@@ -161,6 +162,7 @@ def _store(
     if review is None:
         review = Review(id=_new_id(used, source, entry), first_seen=now)
         session.add(review)
+    before = None if is_new else revision.snapshot(review)
     link = entry.link if entry.link and len(entry.link) <= 2000 else None
     base = link or fallback_url
     body = sanitise(xml_safe(entry.body_html), base)
@@ -194,6 +196,7 @@ def _store(
     # An edit the feed dated is dated so; one it did not date happened now, as we saw it.
     review.updated = max(updated if updated and updated > review.updated else now, review.published)
     review.withdrawn_at = None
+    revision.note_revision(review, before, now)
     return "updated", review
 
 

@@ -1,6 +1,6 @@
 """Everything syndicate keeps: reviews, subscribers, digest issues and the delivery ledger."""
 
-from syndicate.store.coordination import DeliveryBatch, JobRun, SchedulerLease
+from syndicate.store.coordination import DeliveryBatch, DigestLock, JobRun, SchedulerLease
 from syndicate.store.database import Store, upgrade_schema
 from syndicate.store.models import (
     Delivery,
@@ -30,6 +30,7 @@ __all__ = [
     "DeliveryBatch",
     "DeliveryEvent",
     "DigestIssue",
+    "DigestLock",
     "FeedArchive",
     "FeedSlot",
     "IssueReview",

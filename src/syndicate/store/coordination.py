@@ -71,3 +71,14 @@ class JobRun(Base):
     started_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     error: Mapped[str] = mapped_column(Text, default="")
+
+
+class DigestLock(Base):
+    """One row per digest, locked (UPDATE) by whoever plans its next issues, so two
+    planners never give one reader the same review in two issues."""
+
+    __tablename__ = "digest_locks"
+
+    digest: Mapped[str] = mapped_column(String(100), primary_key=True)
+    holder: Mapped[str] = mapped_column(String(100), default="")
+    locked_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

@@ -78,6 +78,10 @@ class Review(Base):
     updated: Mapped[datetime] = mapped_column(UTCDateTime)
     first_seen: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     withdrawn_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # A revision readers care about (a new rating or verdict, a correction the editor
+    # flagged): readers who got the earlier version see it in an "Updated" section.
+    revised_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    revision_note: Mapped[str | None] = mapped_column(Text)
 
     tag_rows: Mapped[list[ReviewTag]] = relationship(
         back_populates="review",
@@ -162,6 +166,10 @@ class Subscription(Base):
     )
     digest: Mapped[str] = mapped_column(String(100), primary_key=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    # The reader's rhythm; None: the digest's default from the YAML (syndicate.digest.slots).
+    cadence: Mapped[str | None] = mapped_column(String(10))
+    send_hour: Mapped[int | None] = mapped_column(Integer)  # local hour, 0-23
+    timezone: Mapped[str | None] = mapped_column(String(64))  # IANA name
     subscriber: Mapped[Subscriber] = relationship(back_populates="subscriptions")
 
     __table_args__ = (Index("ix_subscriptions_digest", "digest", "subscriber_id"),)
@@ -170,12 +178,17 @@ class Subscription(Base):
 class DigestIssue(Base):
     __tablename__ = "digest_issues"
 
+    DRAFT = "draft"  # waiting for an editor's approval (digest approval: true)
     SENDING = "sending"
     SENT = "sent"
+    SKIPPED = "skipped"  # an editor dropped the draft; its reviews go to the next issue
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     digest: Mapped[str] = mapped_column(String(100))
     number: Mapped[int] = mapped_column(Integer)
+    # Whom it is for: readers of this cadence whose send slot is slot_at (None: instant).
+    cadence: Mapped[str | None] = mapped_column(String(10))
+    slot_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     # The issue covers reviews published in (period_start, period_end] not in earlier issues.
     period_start: Mapped[datetime] = mapped_column(UTCDateTime)
     period_end: Mapped[datetime] = mapped_column(UTCDateTime)
@@ -203,6 +216,7 @@ class IssueReview(Base):
 
     FEATURED = "featured"
     LISTED = "listed"
+    UPDATED = "updated"  # sent before; carried again for a revision readers care about
 
     issue_id: Mapped[int] = mapped_column(
         ForeignKey("digest_issues.id", ondelete="CASCADE"), primary_key=True
@@ -219,6 +233,8 @@ class IssueReview(Base):
 class Delivery(Base):
     __tablename__ = "deliveries"
 
+    # Planned: the subscriber is one of the issue's readers, not sent yet.
+    QUEUED = "queued"
     # Recorded before the transport is called; a row left in SENDING by a dead process
     # means "may have been sent", and is never retried automatically (see delivery.ledger).
     SENDING = "sending"
@@ -228,6 +244,8 @@ class Delivery(Base):
     # Permanent failure (an address refused): recorded with the reason, not retried.
     FAILED = "failed"
     UNKNOWN = "unknown"
+    # The issue was a draft an editor skipped: not sent, and its reviews count as had.
+    SKIPPED = "skipped"
     MAX_ATTEMPTS = 3
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)

@@ -30,8 +30,9 @@ from starlette.responses import (
 from starlette.routing import Mount, Route
 
 from syndicate import subscribers as readers
-from syndicate.config import Config, MissingSecret, secret
+from syndicate.config import Config, DigestConfig, MissingSecret, secret
 from syndicate.delivery import TransportUnavailable, events
+from syndicate.digest.cadence import InvalidRhythm, rhythm_for, zone_names
 from syndicate.pages.layout import page_environment, render_page, stylesheet
 from syndicate.store import Store, Subscriber, Subscription
 from syndicate.tokens import (
@@ -54,6 +55,13 @@ from syndicate.web.signup import (
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
+# What the preferences page calls each cadence; {days}: the weekly digest's send_day.
+CADENCE_LABELS = {
+    "instant": "Each review as it is published",
+    "daily": "A daily digest",
+    "weekly": "A weekly digest ({days})",
+}
+
 
 class Web:
     """The handlers, with what they share: config, store, signing key, templates, limits."""
@@ -67,6 +75,14 @@ class Web:
         self.root = urlsplit(config.public_base_url).path or "/"
         self.per_address = RateLimit(config.server.signups_per_address)
         self.per_ip = RateLimit(config.server.signups_per_ip)
+        self._zones: list[str] | None = None
+
+    @property
+    def zones(self) -> list[str]:
+        """The time zones a reader may pick (read from the zone database once)."""
+        if self._zones is None:
+            self._zones = zone_names()
+        return self._zones
 
     # --- shared -----------------------------------------------------------------------
 
@@ -257,21 +273,81 @@ class Web:
             return found
         return await self.show_preferences(request, found, saved=False)
 
-    async def show_preferences(self, request: Request, subscriber_id: int, saved: bool) -> Response:
+    async def show_preferences(
+        self,
+        request: Request,
+        subscriber_id: int,
+        saved: bool,
+        error: str = "",
+        status: int = 200,
+    ) -> Response:
         subscriber = await self.db(lambda s: s.get(Subscriber, subscriber_id))
         if subscriber is None:
             return self.gone()
         active = subscriber.status == Subscriber.ACTIVE
+        stored = {s.digest: s for s in subscriber.subscriptions}
         return self.page(
             "preferences",
+            status,
             email=subscriber.email,
             name=subscriber.name,
             digests=self.digest_choices(),
             chosen=subscriber.digests if active else [],
+            rhythms={d.name: self.rhythm_view(d, stored.get(d.name)) for d in self.config.digests},
             active=active,
             saved=saved,
+            error=error,
             action=self.here(request),
         )
+
+    def rhythm_view(self, digest: DigestConfig, stored: Subscription | None) -> dict[str, Any]:
+        """What the preferences page shows for one digest's cadence, hour and zone."""
+        cadence, hour, zone = (
+            (stored.cadence, stored.send_hour, stored.timezone) if stored else (None, None, None)
+        )
+        usual = rhythm_for(self.config, digest)
+        days = digest.send_day.capitalize() + "s"
+        return {
+            "cadences": [(c, CADENCE_LABELS[c].format(days=days)) for c in digest.cadences],
+            "cadence": rhythm_for(self.config, digest, cadence).cadence,
+            # The digest goes at readers' hours; else each issue when the schedule runs.
+            "timed": digest.send_hour is not None,
+            "only_instant": list(digest.cadences) == ["instant"],
+            "hour": "" if hour is None else str(hour),
+            "usual_hour": "" if usual.send_hour is None else f"{usual.send_hour:02d}:00",
+            "zone": zone or "",
+            "usual_zone": usual.timezone,
+            # A zone imported under another name (US/Eastern) is still offered.
+            "zones": self.zones if not zone or zone in self.zones else [zone, *self.zones],
+            # No zone chosen yet: the page's script may preselect the browser's.
+            "guess_zone": zone is None,
+        }
+
+    def posted_rhythms(self, form: Any, chosen: list[str]) -> dict[str, dict[str, Any]]:
+        """Per chosen digest, the rhythm fields the form sent, checked: {field: value to
+        store}. A field the form did not send is left out (kept as it is); the hour and
+        zone of a digest sent on the editor's schedule are not the reader's to set.
+        Raises InvalidRhythm with a message for the reader."""
+        found: dict[str, dict[str, Any]] = {}
+        for digest in self.config.digests:
+            if digest.name not in chosen:
+                continue
+            fields = ["cadence"] + (
+                ["send_hour", "timezone"] if digest.send_hour is not None else []
+            )
+            given = {
+                field: str(form.get(f"{field}-{digest.name}"))
+                for field in fields
+                if form.get(f"{field}-{digest.name}") is not None
+            }
+            try:
+                choice = readers.check_rhythm([digest], **given)
+            except InvalidRhythm as exc:
+                raise InvalidRhythm(
+                    exc.field, f"{digest.title}: {exc}. Nothing was changed."
+                ) from None
+            found[digest.name] = {field: getattr(choice, field) for field in given}
+        return found
 
     async def save_preferences(self, request: Request) -> Response:
         found = self.subscriber_for("preferences", request.path_params["token"])
@@ -288,7 +364,11 @@ class Web:
             return self.page(
                 "unsubscribed", email=email, preferences_url=self.preferences_url(found)
             )
-        done = await self.db(lambda s: save_choices(s, found, chosen, name))
+        try:
+            rhythms = self.posted_rhythms(form, chosen)
+        except InvalidRhythm as exc:
+            return await self.show_preferences(request, found, False, str(exc), 400)
+        done = await self.db(lambda s: save_choices(s, found, chosen, name, rhythms, self.config))
         if done is None:
             return self.gone()
         if not done:
@@ -336,9 +416,20 @@ def unsubscribe_all(session: Any, subscriber_id: int, reason: str) -> str | None
     return str(subscriber.email)
 
 
-def save_choices(session: Any, subscriber_id: int, chosen: list[str], name: str) -> bool | None:
+def save_choices(
+    session: Any,
+    subscriber_id: int,
+    chosen: list[str],
+    name: str,
+    rhythms: dict[str, dict[str, Any]] | None = None,
+    config: Config | None = None,
+) -> bool | None:
     """Save a reader's choices: None when there is no such subscriber, False when the
-    address may not be resubscribed by its reader (bounced, complained, removed)."""
+    address may not be resubscribed by its reader (bounced, complained, removed).
+
+    `rhythms` is Web.posted_rhythms': per digest, the checked fields to store. A cadence
+    equal to the one the reader already gets is left as stored, so saving the page
+    unchanged does not turn "the digest's default" into a fixed choice."""
     subscriber = session.get(Subscriber, subscriber_id)
     if subscriber is None:
         return None
@@ -354,6 +445,14 @@ def save_choices(session: Any, subscriber_id: int, chosen: list[str], name: str)
         next((s for s in subscriber.subscriptions if s.digest == d), None) or Subscription(digest=d)
         for d in chosen
     ]
+    for subscription in subscriber.subscriptions:
+        fields = dict((rhythms or {}).get(subscription.digest, {}))
+        if "cadence" in fields and config is not None:
+            digest = config.digest(subscription.digest)
+            if fields["cadence"] == rhythm_for(config, digest, subscription.cadence).cadence:
+                del fields["cadence"]
+        for field, value in fields.items():
+            setattr(subscription, field, value)
     return True
 
 
