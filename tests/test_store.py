@@ -10,6 +10,9 @@ from __future__ import annotations
 
 import email
 import email.policy
+import os
+import subprocess
+import sys
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime, timedelta
@@ -350,3 +353,31 @@ def test_run_once_on_postgresql_sends_each_subscriber_one_email(postgres_site: S
     assert len(site.emails()) == 6
     with Store(site.config.database_url) as store, store.session() as session:
         assert session.scalar(select(func.count()).select_from(Delivery)) == 6
+
+
+@pytest.mark.postgres
+def test_processes_starting_together_on_an_empty_postgresql_database_all_open_it(
+    postgres_server: str,
+) -> None:
+    """Schedulers, workers and the web side start together after an upgrade: each brings
+    the schema up to date on opening; one does it while the others wait for its lock."""
+    from tests.pgcluster import create_database
+
+    url = create_database(postgres_server, f"together_{os.getpid()}")
+    opener = (
+        "import sys; from syndicate.store import Store; "
+        "from syndicate.store.database import current_revision; "
+        "store = Store(sys.argv[1]); print(current_revision(store.engine))"
+    )
+    processes = [
+        subprocess.Popen(
+            [sys.executable, "-c", opener, url],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        for _ in range(4)
+    ]
+    outputs = [p.communicate(timeout=120)[0] for p in processes]
+    assert [p.returncode for p in processes] == [0] * 4, outputs
+    assert [out.strip().splitlines()[-1] for out in outputs] == [HEAD] * 4
