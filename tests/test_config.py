@@ -92,6 +92,16 @@ def test_check_points_out_a_source_folder_that_does_not_exist(site: Site) -> Non
     assert "critiques" in source_line and "not found" in source_line
 
 
+def test_check_says_when_readers_hours_cannot_be_kept(site: Site) -> None:
+    """send_hour sends at each reader's hour: a weekly cron for the digest cannot."""
+    edit_config(site, "    first_issue_since: 2026-01-01", "    send_hour: 8")
+    result = site.cli("check")
+    assert "readers' default weekly 08:00 Europe/London" in result.output
+    assert "its schedule runs every 7 days" in result.output
+    edit_config(site, 'weekly: {cron: "0 8 * * fri"}', "weekly: {interval: 15m}")
+    assert "warning" not in site.cli("check").output
+
+
 # --- mistakes, each named with its file, line and key ------------------------------------
 
 

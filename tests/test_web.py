@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import email
 import email.policy
+import html
 import re
 import signal
 import socket
@@ -25,11 +26,11 @@ from sqlalchemy import select
 from starlette.testclient import TestClient
 
 from syndicate.config import MissingSecret
-from syndicate.store import Store, Subscriber
+from syndicate.store import DigestIssue, Review, Store, Subscriber
 from syndicate.tokens import make_token
 from syndicate.web import create_app
 from syndicate.web.ratelimit import client_key
-from tests.conftest import ROOT, SECRET, Site
+from tests.conftest import EXAMPLE_READERS, ROOT, SECRET, Site
 
 ADA = "ada.whitfield@example.com"
 SYNDICATE = ROOT / ".venv" / "bin" / "syndicate"
@@ -698,3 +699,49 @@ def test_serve_on_a_port_in_use_says_so(site: Site) -> None:
         result = site.cli("serve", "--port", str(port), ok=False)
     assert f"cannot listen on 127.0.0.1:{port}" in result.output
     assert "--port" in result.output
+
+
+# --- drafts ---------------------------------------------------------------------------------
+
+
+def test_an_editor_opens_a_draft_from_their_email_and_sees_the_issue_without_anyones_data(
+    site: Site,
+) -> None:
+    text = site.config_path.read_text(encoding="utf-8")
+    site.write_config(
+        text.replace(
+            "    first_issue_since: 2026-01-01\n",
+            "    first_issue_since: 2026-01-01\n"
+            "    approval: true\n"
+            "    editors: [editor@reelnotes.example.com, second@reelnotes.example.com]\n",
+        )
+    )
+    site.cli("gather")
+    site.cli("subscribers", "import", "subscribers.csv", "--digest", "weekly")
+    sent = site.cli("digest", "send", "weekly").output
+    assert "issue(s) 1 wait for approval" in sent
+    notices = messages(site, "draft-weekly-0001-")
+    assert sorted(str(m["To"]) for m in notices) == [
+        "editor@reelnotes.example.com",
+        "second@reelnotes.example.com",
+    ]
+    assert not list(site.outbox.glob("weekly-0001-*.eml")), "a draft reaches no reader"
+    path = link(notices[0], "drafts")
+
+    with TestClient(create_app(site.config), base_url="https://reelnotes.example.com") as http:
+        page = http.get(path)
+        assert page.status_code == 200
+        assert page.headers["cache-control"] == "no-store"
+        assert "a draft waiting for approval" in page.text
+        assert "syndicate digest approve weekly 1" in page.text
+        with Store(site.config.database_url) as store, store.session() as session:
+            issue = session.scalars(select(DigestIssue)).one()
+            featured = session.get_one(Review, issue.reviews[0].review_id)
+            assert html.escape(featured.title) in page.text  # the issue itself
+        assert "%%" not in page.text  # every placeholder filled with the sample's values
+        assert ADA not in page.text  # nobody's data
+        assert http.get(path[:-3] + "abc").status_code == 400  # an altered link
+
+        site.cli("digest", "approve", "weekly", "1")
+        assert "approved and sent" in http.get(path).text
+    assert len(list(site.outbox.glob("weekly-0001-*.eml"))) == len(EXAMPLE_READERS)

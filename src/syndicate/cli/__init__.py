@@ -28,11 +28,13 @@ from syndicate.cli.serve import serve
 from syndicate.cli.sources import sources_command
 from syndicate.cli.subscribers import subscribers
 from syndicate.cli.worker import worker
-from syndicate.config import format_duration, secret
+from syndicate.config import Config, DigestConfig, format_duration, secret
 from syndicate.delivery import open_transport
+from syndicate.digest.cadence import rhythm_for, timing_problems
 from syndicate.pages import check_problems as page_problems
 from syndicate.schedule.runner import next_runs, run_forever, scheduler_status
 from syndicate.store.database import current_revision
+from syndicate.subscribers import rhythm_text
 from syndicate.web.server import serve_in_background
 
 
@@ -77,7 +79,10 @@ def check(app: App) -> None:
         f"  feeds:     {', '.join(config.feeds.formats)} -> {show_path(config.resolve(config.feeds.output))}"
     )
     for d in config.digests:
-        click.echo(f"  digest:    {d.name} ({d.title})")
+        rhythm = rhythms_text_for(config, d)
+        click.echo(f"  digest:    {d.name} ({d.title}), readers' default {rhythm}")
+    for problem in timing_problems(config):
+        click.echo(f"  warning:   {problem}", err=True)
     made = [("archive", config.pages.archive), ("review pages", config.pages.review_pages)]
     click.echo(f"  pages:     {', '.join(what for what, on in made if on) or 'none'}")
     for problem in page_problems(config):
@@ -236,6 +241,13 @@ cli.add_command(related_command)
 cli.add_command(serve)
 cli.add_command(sources_command)
 cli.add_command(worker)
+
+
+def rhythms_text_for(config: Config, digest: DigestConfig) -> str:
+    text = rhythm_text(rhythm_for(config, digest))
+    if digest.cadence != "instant" and digest.send_hour is None:
+        text += " (each issue when the schedule runs)"
+    return text + (", drafts wait for approval" if digest.approval else "")
 
 
 def main() -> None:

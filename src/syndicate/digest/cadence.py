@@ -154,3 +154,33 @@ def zone_names() -> list[str]:
         for name in available_timezones()
         if "/" in name and not name.startswith(("Etc/", "SystemV/", "US/", "posix/", "right/"))
     )
+
+
+def timing_problems(config: Config) -> list[str]:
+    """What in the YAML would keep readers from getting issues at their hour."""
+    from syndicate.schedule.triggers import job_period
+
+    problems = []
+    for digest in config.digests:
+        schedule = config.schedules.digests.get(digest.name)
+        if digest.send_hour is not None:
+            if schedule is None:
+                problems.append(
+                    f"digest {digest.name} sends at each reader's hour (send_hour) but "
+                    f"schedules.digests has no entry for it: add {digest.name}: "
+                    "{interval: 15m}"
+                )
+            elif job_period(schedule, config.timezone) > timedelta(hours=1):
+                every = job_period(schedule, config.timezone)
+                problems.append(
+                    f"digest {digest.name} sends at each reader's hour (send_hour) but its "
+                    f"schedule runs every {every}: issues go out up to that late; run it "
+                    "every 15 minutes ({interval: 15m})"
+                )
+        if "instant" in digest.cadences and config.schedules.gather is None:
+            problems.append(
+                f"digest {digest.name} offers instant readers each review as it is "
+                "gathered, but schedules.gather is not set: they get reviews only when "
+                "the digest is sent"
+            )
+    return problems

@@ -12,6 +12,7 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
@@ -42,6 +43,7 @@ from syndicate.tokens import (
     read_confirm_token,
     read_token,
 )
+from syndicate.web.drafts import draft_preview
 from syndicate.web.files import OutputFiles
 from syndicate.web.ratelimit import RateLimit, address_key, client_key
 from syndicate.web.signup import (
@@ -473,6 +475,7 @@ def create_app(config: Config, store: Store | None = None) -> Starlette:
         Route("/unsubscribe/{token}", web.unsubscribe, methods=["POST"]),
         Route("/preferences/{token}", web.preferences_page, methods=["GET"]),
         Route("/preferences/{token}", web.save_preferences, methods=["POST"]),
+        Route("/drafts/{token}", partial(draft_preview, web), methods=["GET"]),
         Route("/webhooks/sendgrid", web.sendgrid_events, methods=["POST"]),
         Route("/healthz", lambda request: PlainTextResponse("ok"), methods=["GET"]),
         Route("/", web.home, methods=["GET", "HEAD"]),
