@@ -10,11 +10,15 @@ import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
 from sqlalchemy import func, select
+from sqlalchemy.exc import OperationalError
 
+from syndicate import pipeline, workers
+from syndicate.delivery import open_transport
 from syndicate.store import DeliveryBatch, Store
 from tests.conftest import EXAMPLE_READERS, Site, make_site
 from tests.sendgrid_standin import StandIn
@@ -27,6 +31,7 @@ from tests.test_sendgrid import (
     use_sendgrid,
     wait_for,
 )
+from tests.test_smtp import StartServer, smtp_server, use_smtp  # noqa: F401 - a fixture
 
 pytestmark = pytest.mark.postgres
 
@@ -195,3 +200,128 @@ def test_no_wait_returns_at_once_and_the_workers_finish_the_issue(
 def test_a_worker_without_a_broker_says_what_to_set(site: Site) -> None:
     result = site.cli("worker", ok=False)
     assert "workers.broker_url is not set" in result.output
+
+
+# --- what the review of the workers found ---------------------------------------------------
+
+
+def test_smtp_through_a_worker_with_four_threads_sends_each_reader_once(
+    site: Site,
+    redis_url: str,
+    smtp_server: StartServer,  # noqa: F811 - the fixture imported from test_smtp
+) -> None:
+    """An SMTP connection cannot be shared: each worker thread has its own transport."""
+    mailbox = smtp_server()
+    use_smtp(site, mailbox.port)
+    data = yaml.safe_load(site.config_path.read_text(encoding="utf-8"))
+    data["delivery"]["batch_size"] = 5
+    data["workers"] = {"broker_url": redis_url, "visibility_timeout": "4s"}
+    site.config_path.write_text(yaml.safe_dump(data, allow_unicode=True), encoding="utf-8")
+    site.cli("gather")
+    site.cli("subscribers", "import", "subscribers.csv")
+    everyone = set(EXAMPLE_READERS) | set(add_readers(site, 34))
+    worker = Worker(site, "smtp-worker", concurrency=4)
+    try:
+        result = site.cli("digest", "send", "weekly")
+    finally:
+        log = worker.stop()
+    assert "40 sent, 0 failed" in result.output and "(complete)" in result.output, log
+    assert sorted(mailbox.recipients) == sorted(everyone)  # each once
+    assert set(statuses(site).values()) == {"sent"}
+
+
+def test_tasks_lost_by_the_broker_are_queued_again_by_the_waiting_sender(
+    cluster_site: Site, standin: StandIn, redis_url: str
+) -> None:
+    """Redis restarted without its append-only file: the queued tasks are gone, the
+    batches are still queued in the database. The sender, seeing nothing move and an
+    empty queue, queues them again."""
+    import redis
+
+    everyone = set(EXAMPLE_READERS) | set(add_readers(cluster_site, 2_500))
+    sender = syndicate(cluster_site, "digest", "send", "weekly")
+    try:
+        wait_for(lambda: batches(cluster_site) == {"queued": 3}, what="the batches planned")
+        time.sleep(0.5)  # the tasks reach the broker
+        redis.Redis.from_url(redis_url).flushall()  # ... and are lost
+        worker = Worker(cluster_site, "late-worker")
+        try:
+            output, _ = sender.communicate(timeout=60)
+        finally:
+            worker.stop()
+    finally:
+        sender.kill()
+    assert "(complete)" in output, output
+    assert "queued again" in output
+    seen = standin.recipients()
+    assert set(seen) == everyone and max(seen.values()) == 1
+
+
+def test_a_database_blip_before_the_post_leaves_the_batch_to_be_sent_once(
+    newsletter_with_workers: Site, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The worker loses the database just as it starts a batch: the task is retried, and
+    the retry sends the batch (not: marks its readers unknown after a 10-minute wait)."""
+    site = newsletter_with_workers
+    with Store(site.config.database_url) as store:
+        transport = open_transport(site.config)
+        outcome = pipeline.send_digest(site.config, store, "weekly", transport, wait=False)
+        transport.close()
+        with store.session() as session:
+            batch_id = session.scalars(select(DeliveryBatch.id)).one()
+    assert outcome.report is not None and outcome.report.queued == 1
+    context = workers.WorkerContext(site.config)
+    monkeypatch.setattr(workers, "_context", context)
+    real_letter = context.letter
+    blips = iter([OperationalError("SELECT", {}, Exception("server closed the connection"))])
+
+    def letter(issue_id: int) -> Any:
+        failure = next(blips, None)
+        if failure is not None:
+            raise failure
+        return real_letter(issue_id)
+
+    monkeypatch.setattr(context, "letter", letter)
+    with pytest.raises(Retry):
+        workers._send_batch(RetryingTask(), batch_id)
+    assert set(statuses(site).values()) == {"queued"}  # nothing recorded as in flight
+    workers._send_batch(RetryingTask(), batch_id)  # the retry, the database back
+    context.close()
+    assert set(statuses(site).values()) == {"sent"}
+    assert len(site.emails()) == len(EXAMPLE_READERS)
+
+
+class Retry(Exception):
+    pass
+
+
+class RetryingTask:
+    """What a Celery task offers _send_batch: its retry count, and retry()."""
+
+    class request:
+        retries = 0
+
+    def retry(self, countdown: float, exc: BaseException) -> Exception:
+        return Retry(f"in {countdown} s: {exc}")
+
+
+@pytest.fixture
+def newsletter_with_workers(site: Site, redis_url: str) -> Site:
+    """The example site with workers configured, and no worker running: the test runs
+    the task itself."""
+    data = yaml.safe_load(site.config_path.read_text(encoding="utf-8"))
+    data["workers"] = {"broker_url": redis_url, "queue": f"nobody-{time.monotonic_ns()}"}
+    site.config_path.write_text(yaml.safe_dump(data, allow_unicode=True), encoding="utf-8")
+    site.cli("gather")
+    site.cli("subscribers", "import", "subscribers.csv")
+    return site
+
+
+def test_without_the_celery_extra_the_send_says_what_to_install(
+    newsletter_with_workers: Site, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(workers, "Celery", None)  # as if `pip install syndicate` alone
+    result = newsletter_with_workers.cli("digest", "send", "weekly", ok=False)
+    assert "pip install 'syndicate[celery]'" in result.output
+    assert "Traceback" not in result.output
+    assert newsletter_with_workers.emails() == []

@@ -20,10 +20,11 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
-from kombu.exceptions import KombuError
 from sqlalchemy import case, func, select
 from sqlalchemy.exc import InterfaceError, OperationalError
 
@@ -32,22 +33,24 @@ from syndicate.config import Config, secret
 from syndicate.delivery.batches import BatchBusy, Batches
 from syndicate.delivery.ledger import SendReport, owner_name
 from syndicate.delivery.message import Letter
-from syndicate.delivery.sender import Progress, issue_letter, wait_for_batches
+from syndicate.delivery.sender import Progress, issue_letter
 from syndicate.delivery.transports import Transport, TransportUnavailable, open_transport
 from syndicate.store import Delivery, DeliveryBatch, DigestIssue, Store
 
 try:
     from celery import Celery
+    from kombu.exceptions import ChannelError, KombuError
 except ImportError:  # the extra is not installed
     Celery = None
+    ChannelError = KombuError = OSError
 
 log = logging.getLogger(__name__)
 
 TASK = "syndicate.send_batch"
 
 
-class CeleryMissing(RuntimeError):
-    pass
+class CeleryMissing(TransportUnavailable):
+    """workers.broker_url is set but the `celery` extra is not installed: nothing is sent."""
 
 
 def celery_app(config: Config) -> Any:
@@ -82,33 +85,36 @@ def celery_app(config: Config) -> Any:
 
 
 class CeleryFanOut:
-    """The sender's side: enqueue the issue's queued batches, wait until none is open."""
+    """The sender's side: enqueue the issue's queued batches, wait until none is open.
+
+    While waiting it watches for batches nobody will send: when nothing has moved for a
+    while and the broker's queue is empty (tasks lost with a Redis that restarted without
+    its append-only file, or a worker that died holding them), it settles what dead
+    workers left and queues the open batches again (the tasks are idempotent). When no
+    batch has moved for workers.visibility_timeout it stops waiting with an error; the
+    batches stay queued in the database for the next send.
+    """
 
     def __init__(self, config: Config, wait: bool = True, poll: float = 0.5) -> None:
         self.app = celery_app(config)
+        self.queue = config.workers.queue
         self.wait = wait
         self.poll = poll
+        visibility = config.workers.visibility_timeout.total_seconds()
+        self.stall = min(60.0, visibility)  # nothing moved: look for lost tasks
+        self.give_up = max(visibility, 60.0)  # nothing moved for this long: stop waiting
 
     def send(
         self, batches: Batches, issue_id: int, report: SendReport, progress: Progress | None
     ) -> None:
         before = _counts(batches.store, issue_id)
-        queued = batches.queued(issue_id)
-        try:
-            for batch_id in queued:
-                self.app.send_task(TASK, args=[batch_id])
-        except KombuError as exc:
-            # The batches stay queued in the database: the next send enqueues them again.
-            raise TransportUnavailable(
-                f"cannot reach the Celery broker ({type(exc).__name__}: {exc}); "
-                "the batches are planned and the next `syndicate digest send` queues them"
-            ) from exc
+        queued = self._enqueue(batches, issue_id)
         log.info("issue %d: %d batch(es) queued for the workers", issue_id, len(queued))
         if not self.wait:
             report.queued = len(queued)
             return
         try:
-            wait_for_batches(batches.store, issue_id, progress or (lambda _n: None), self.poll)
+            self._wait(batches, issue_id, progress or (lambda _n: None))
         finally:
             after = _counts(batches.store, issue_id)
             report.add(
@@ -121,6 +127,111 @@ class CeleryFanOut:
                     unknown=after["unknown"] - before["unknown"],
                 )
             )
+
+    def _enqueue(self, batches: Batches, issue_id: int) -> list[int]:
+        queued = batches.queued(issue_id)
+        try:
+            for batch_id in queued:
+                self.app.send_task(TASK, args=[batch_id])
+        except KombuError as exc:
+            # The batches stay queued in the database: the next send enqueues them again.
+            raise TransportUnavailable(
+                f"cannot reach the Celery broker ({type(exc).__name__}: {exc}); "
+                "the batches are planned and the next `syndicate digest send` queues them"
+            ) from exc
+        return queued
+
+    def _waiting_tasks(self) -> int | None:
+        """Tasks in the broker's queue; None when the broker cannot say."""
+        try:
+            with self.app.connection_for_write() as connection:
+                return connection.default_channel.queue_declare(
+                    queue=self.queue, passive=True
+                ).message_count
+        except ChannelError as exc:
+            # Redis keeps a queue as a list, which it deletes when empty: "no queue".
+            return 0 if "NOT_FOUND" in str(exc) else None
+        except Exception:  # unknown: assume tasks may still be there
+            return None
+
+    def _wait(self, batches: Batches, issue_id: int, progress: Progress) -> None:
+        store = batches.store
+        seen = _recorded(store, issue_id)
+        state = (seen, _open_batches(store, issue_id))
+        moved_at = looked_at = time.monotonic()
+        while True:
+            recorded, open_batches = _recorded(store, issue_id), _open_batches(store, issue_id)
+            progress(recorded - seen)
+            seen = recorded
+            if not open_batches:
+                return
+            stuck = _stuck(store, issue_id, open_batches)
+            if stuck is not None:
+                # Every open batch was put back because the transport cannot send:
+                # waiting would wait for ever. The next `digest send` queues them again.
+                raise TransportUnavailable(stuck)
+            now = time.monotonic()
+            if (recorded, open_batches) != state:
+                state, moved_at, looked_at = (recorded, open_batches), now, now
+            elif now - moved_at > self.give_up:
+                raise TransportUnavailable(
+                    f"no batch of the issue has moved for {self.give_up:.0f} s: are "
+                    "`syndicate worker` processes running and reaching the broker? The "
+                    f"{open_batches} batch(es) left stay queued; `syndicate digest send` "
+                    "queues them again"
+                )
+            elif now - looked_at > self.stall and self._waiting_tasks() == 0:
+                batches.recover(issue_id)
+                again = self._enqueue(batches, issue_id)
+                log.warning(
+                    "issue %d: nothing moved for %.0f s and the broker holds no task: "
+                    "%d batch(es) queued again",
+                    issue_id,
+                    now - moved_at,
+                    len(again),
+                )
+                looked_at = now
+            time.sleep(self.poll)
+
+
+def _open_batches(store: Store, issue_id: int) -> int:
+    with store.session() as session:
+        return (
+            session.scalar(
+                select(func.count()).where(
+                    DeliveryBatch.issue_id == issue_id,
+                    DeliveryBatch.status.in_((DeliveryBatch.QUEUED, DeliveryBatch.SENDING)),
+                )
+            )
+            or 0
+        )
+
+
+def _stuck(store: Store, issue_id: int, open_batches: int) -> str | None:
+    """The transport's reason when every open batch was put back by it, else None."""
+    with store.session() as session:
+        reasons = session.scalars(
+            select(DeliveryBatch.error).where(
+                DeliveryBatch.issue_id == issue_id,
+                DeliveryBatch.status == DeliveryBatch.QUEUED,
+                DeliveryBatch.error != "",
+            )
+        ).all()
+    return reasons[0] if reasons and len(reasons) == open_batches else None
+
+
+def _recorded(store: Store, issue_id: int) -> int:
+    """Readers of the issue this send has dealt with (sent, failed, to retry, unknown)."""
+    with store.session() as session:
+        return (
+            session.scalar(
+                select(func.count()).where(
+                    Delivery.issue_id == issue_id,
+                    Delivery.status.not_in((Delivery.QUEUED, Delivery.SENDING)),
+                )
+            )
+            or 0
+        )
 
 
 def _counts(store: Store, issue_id: int) -> dict[str, int]:
@@ -144,7 +255,9 @@ class WorkerContext:
     def __init__(self, config: Config) -> None:
         self.config = config
         self.store = Store(config.database_url)
-        self.transport: Transport = open_transport(config)
+        # A transport per worker thread: an SMTP connection cannot be shared.
+        self._local = threading.local()
+        self._transports: list[Transport] = []
         self.batches = Batches(
             config, self.store, secret(config.site.secret_env, "key that signs unsubscribe links")
         )
@@ -159,8 +272,18 @@ class WorkerContext:
                     self._letters[issue_id] = issue_letter(self.config, issue)
             return self._letters[issue_id]
 
+    @property
+    def transport(self) -> Transport:
+        transport = getattr(self._local, "transport", None)
+        if transport is None:
+            transport = self._local.transport = open_transport(self.config)
+            with self._lock:
+                self._transports.append(transport)
+        return transport
+
     def close(self) -> None:
-        self.transport.close()
+        for transport in self._transports:
+            transport.close()
         self.store.close()
 
 
@@ -193,26 +316,46 @@ def _send_batch(task: Any, batch_id: int) -> dict[str, int]:
 
 def _take_and_send(batch_id: int, work: Batches, report: SendReport) -> dict[str, int]:
     assert _context is not None
+    with _context.store.session() as session:
+        issue_id = session.get_one(DeliveryBatch, batch_id).issue_id
+    # Everything that reads the database comes before the batch is recorded as SENDING,
+    # so a database error cannot strand a batch that was never posted.
+    letter = _context.letter(issue_id)
+    transport = _context.transport
     taken = work.take(batch_id, report)
     if taken is not None:
-        letter = _context.letter(taken.issue_id)
         try:
-            outcomes = _context.transport.send(letter, taken.recipients)
+            outcomes = transport.send(letter, taken.recipients)
         except Exception as exc:
-            work.abandon(taken, exc, _context.transport.name)
+            failure = exc  # the name `exc` ends with the except block; the lambda needs it
+            _stubbornly(lambda: work.abandon(taken, failure, transport.name))
             if isinstance(exc, TransportUnavailable):
                 # Nothing went; the batch is queued again with the reason, which the
                 # waiting sender reports. The next `digest send` enqueues it again.
                 log.error("batch %d not sent: %s", batch_id, exc)
                 return {"sent": 0}
             raise
-        work.complete(taken, outcomes, report)
-        issue_id = taken.issue_id
-    else:
-        with _context.store.session() as session:
-            issue_id = session.get_one(DeliveryBatch, batch_id).issue_id
+        # The post happened: record it, retrying through a database blip, rather than
+        # rerun the task (which could only mark these readers unknown).
+        _stubbornly(lambda: work.complete(taken, outcomes, report))
     work.finish_issue(issue_id)
     return {"sent": report.sent, "failed": report.failed, "unknown": report.unknown}
+
+
+RECORD_RETRIES = (1, 2, 5, 10, 30, 60)  # seconds between tries: about two minutes in all
+
+
+def _stubbornly(record: Callable[[], None]) -> None:
+    """Run a ledger write, retrying while the database is unreachable."""
+    for pause in (*RECORD_RETRIES, None):
+        try:
+            record()
+            return
+        except (OperationalError, InterfaceError) as exc:
+            if pause is None:
+                raise
+            log.warning("database unavailable (%s); recording again in %d s", exc, pause)
+            time.sleep(pause)
 
 
 def run_worker(config_path: str, concurrency: int, loglevel: str) -> None:

@@ -163,14 +163,18 @@ class Batches:
         now = datetime.now(UTC)
         unknown = 0
         with self.store.session() as session:
+            # Every open batch locked (PostgreSQL; SQLite's transactions are serial
+            # anyway): a worker taking one now waits, so no row it records as SENDING
+            # can be mistaken for a dead one's below.
             batches = session.scalars(
-                select(DeliveryBatch).where(
-                    DeliveryBatch.issue_id == issue_id,
-                    DeliveryBatch.status == DeliveryBatch.SENDING,
-                )
+                select(DeliveryBatch)
+                .where(DeliveryBatch.issue_id == issue_id, DeliveryBatch.status.in_(OPEN))
+                .with_for_update()
             ).all()
             live = []
             for batch in batches:
+                if batch.status != DeliveryBatch.SENDING:
+                    continue
                 if not claim_lapsed(batch.claimed_by, batch.claimed_until, now):
                     live.append(_in_range(batch))
                     continue

@@ -34,9 +34,9 @@ from syndicate.delivery.ledger import (
     owner_name,
 )
 from syndicate.delivery.message import Letter, Outcome
-from syndicate.delivery.transports import Transport, TransportUnavailable
+from syndicate.delivery.transports import Transport
 from syndicate.digest.render import RenderedIssue
-from syndicate.store import Delivery, DeliveryBatch, DigestIssue, Store, Subscriber
+from syndicate.store import DigestIssue, Store, Subscriber
 
 log = logging.getLogger(__name__)
 
@@ -216,63 +216,3 @@ class Sender:
                 .values(claimed_by=None, claimed_until=None)
                 .execution_options(synchronize_session=False)
             )
-
-
-def wait_for_batches(store: Store, issue_id: int, progress: Progress, poll: float = 0.5) -> None:
-    """Wait until no batch of the issue is open, reporting subscribers recorded since."""
-    seen = _recorded(store, issue_id)
-    while True:
-        with store.session() as session:
-            open_batches = session.scalar(
-                select(func.count()).where(
-                    DeliveryBatch.issue_id == issue_id,
-                    DeliveryBatch.status.in_((DeliveryBatch.QUEUED, DeliveryBatch.SENDING)),
-                )
-            )
-            stuck = (
-                session.execute(
-                    select(DeliveryBatch.error).where(
-                        DeliveryBatch.issue_id == issue_id,
-                        DeliveryBatch.status == DeliveryBatch.QUEUED,
-                        DeliveryBatch.error != "",
-                    )
-                )
-                .scalars()
-                .first()
-            )
-        now_seen = _recorded(store, issue_id)
-        progress(now_seen - seen)
-        seen = now_seen
-        if not open_batches:
-            return
-        if stuck is not None and open_batches == _stuck_count(store, issue_id):
-            # Every open batch was put back because the transport cannot send: waiting
-            # would wait for ever. The next `digest send` enqueues them again.
-            raise TransportUnavailable(stuck)
-        time.sleep(poll)
-
-
-def _stuck_count(store: Store, issue_id: int) -> int:
-    with store.session() as session:
-        return (
-            session.scalar(
-                select(func.count()).where(
-                    DeliveryBatch.issue_id == issue_id,
-                    DeliveryBatch.status == DeliveryBatch.QUEUED,
-                    DeliveryBatch.error != "",
-                )
-            )
-            or 0
-        )
-
-
-def _recorded(store: Store, issue_id: int) -> int:
-    with store.session() as session:
-        return (
-            session.scalar(
-                select(func.count()).where(
-                    Delivery.issue_id == issue_id, Delivery.status != Delivery.SENDING
-                )
-            )
-            or 0
-        )
