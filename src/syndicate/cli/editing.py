@@ -190,7 +190,11 @@ def _show_reader(
     groups = planned.groups_of(subscriber.id)
     if not groups:
         upcoming = rhythm.next_slot(at)
-        when = f"; next slot {upcoming:%Y-%m-%d %H:%M %Z}" if upcoming else ""
+        when = (
+            f"; next slot {upcoming.astimezone(config.timezone):%Y-%m-%d %H:%M %Z}"
+            if upcoming
+            else ""
+        )
         click.echo(f"  nothing at this moment{when}")
     for group in groups:
         for review_id in group.key.new:

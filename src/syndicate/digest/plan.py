@@ -4,8 +4,9 @@ For each active reader of the digest the plan works out:
 
 - their rhythm (syndicate.digest.cadence): instant, daily or weekly, at their local hour;
 - whether they are due: instant readers and readers without an hour whenever the digest
-  runs; the others once their latest send slot has passed and nothing was planned for
-  them since (or since they subscribed);
+  runs; the others once their latest send slot has passed, nothing was planned for
+  them since (or since they subscribed), and a review pending for them was there at
+  that slot (one gathered after it waits for the next slot);
 - their pending reviews: live reviews published after their floor (when they joined,
   less one period, but not before the last issue of their cadence they joined after)
   that no issue of this digest carried to them. "Carried" is read from the ledger (any delivery row: queued,
@@ -213,7 +214,12 @@ def plan(
         slot = None if force else rhythm.last_slot(now)
         if slot is not None:
             last = max((planned_at[i] for i in their_issues), default=reader.joined)
-            if last >= slot:  # had this slot's issue (or joined after it): wait
+            # Due: this slot's issue has not gone to them (nor did they join after it),
+            # and it has something: a review that was there at the slot. One that came
+            # after it waits for the next slot, not for the next run of the job.
+            if last >= slot or not (
+                digest.send_when_empty or _there_at(slot, new, updated, result.reviews)
+            ):
                 if new or updated:
                     upcoming = rhythm.next_slot(now)
                     assert upcoming is not None
@@ -231,6 +237,17 @@ def plan(
         key=lambda g: (g.key.cadence, g.key.slot_at or now, -len(g.subscriber_ids), g.key.new),
     )
     return result
+
+
+def _there_at(
+    slot: datetime, new: tuple[str, ...], updated: tuple[str, ...], reviews: dict[str, Review]
+) -> bool:
+    """Whether any of a reader's pending reviews (or revisions) was there at `slot`:
+    published and gathered (a review dated in the past is there from its gathering)."""
+    return any(max(reviews[r].published, reviews[r].first_seen) <= slot for r in new) or any(
+        reviews[r].revised_at <= slot  # type: ignore[operator]
+        for r in updated
+    )
 
 
 def _join(groups: dict[GroupKey, Group], key: GroupKey, subscriber_id: int) -> None:
