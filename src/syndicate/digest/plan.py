@@ -68,7 +68,8 @@ class Plan:
     digest: str
     at: datetime
     groups: list[Group] = field(default_factory=list)
-    readers: int = 0  # active readers of the digest
+    readers: int = 0  # active readers of the digest (the one asked for, with `only`)
+    whole: bool = True  # planned for every reader (not `only` one)
     # Readers with something pending whose slot has not come: by their next slot.
     waiting: dict[datetime, int] = field(default_factory=dict)
     reviews: dict[str, Review] = field(default_factory=dict)  # every review the plan names
@@ -79,13 +80,6 @@ class Plan:
 
     def groups_of(self, subscriber_id: int) -> list[Group]:
         return [g for g in self.groups if subscriber_id in g.subscriber_ids]
-
-
-@dataclass
-class _Reader:
-    id: int
-    joined: datetime
-    rhythm: Rhythm
 
 
 def period(config: Config, digest: DigestConfig) -> timedelta:
@@ -106,7 +100,7 @@ def plan(
     """The issues a send at `now` would make. `force`: everyone with something pending
     is due now, whatever their slot. `only`: plan for this subscriber alone. `cadences`:
     plan for readers of these cadences only (after a gather: instant readers)."""
-    result = Plan(digest.name, now)
+    result = Plan(digest.name, now, whole=only is None)
     first_issue_at = session.scalar(
         select(func.min(DigestIssue.created_at)).where(DigestIssue.digest == digest.name)
     )
@@ -180,21 +174,29 @@ def plan(
 
     groups: dict[GroupKey, Group] = {}
     pending_cache: dict[tuple[int, frozenset[int]], tuple[str, ...]] = {}
-    for reader in readers:
+    # What depends only on the rhythm, worked out once per rhythm, not once per reader.
+    timing: dict[Rhythm, tuple[timedelta, datetime | None]] = {}
+    no_issues: frozenset[int] = frozenset()
+    for reader_id, joined, rhythm in readers:
         result.readers += 1
-        if cadences is not None and reader.rhythm.cadence not in cadences:
+        if cadences is not None and rhythm.cadence not in cadences:
             continue
-        their_issues = frozenset(issue for _, issue in deliveries.take(reader.id))
-        rhythm = reader.rhythm
-        reach = PERIOD[rhythm.cadence] if rhythm.timed else untimed_period
-        if rhythm.cadence == "instant":
-            reach = timedelta(0)
-        if since is not None and (first_issue_at is None or reader.joined < first_issue_at):
+        rows = deliveries.take(reader_id)
+        their_issues = frozenset(issue for _, issue in rows) if rows else no_issues
+        known = timing.get(rhythm)
+        if known is None:
+            if rhythm.cadence == "instant":
+                reach = timedelta(0)
+            else:
+                reach = PERIOD[rhythm.cadence] if rhythm.timed else untimed_period
+            known = timing[rhythm] = (reach, None if force else rhythm.last_slot(now))
+        reach, slot = known
+        if since is not None and (first_issue_at is None or joined < first_issue_at):
             floor = since
         else:
-            floor = max(reader.joined - reach, now - HISTORY)
+            floor = max(joined - reach, now - HISTORY)
             before = went_out[rhythm.cadence]
-            at = bisect.bisect_right(before, reader.joined)
+            at = bisect.bisect_right(before, joined)
             if at:
                 floor = max(floor, before[at - 1])
         start = bisect.bisect_right(published, floor)
@@ -204,16 +206,17 @@ def plan(
             got = frozenset().union(*(carried[i] for i in their_issues))
             new = tuple(r.id for r in reversed(candidates[start:]) if r.id not in got)
             pending_cache[key] = new
-        updated = tuple(
-            sorted(
-                review_id
-                for _, (review_id, sent_at) in versions.take(reader.id)
-                if review_id not in new and sent_at < revised[review_id].revised_at  # type: ignore[operator]
+        updated: tuple[str, ...] = ()
+        if revised:
+            updated = tuple(
+                sorted(
+                    review_id
+                    for _, (review_id, sent_at) in versions.take(reader_id)
+                    if review_id not in new and sent_at < revised[review_id].revised_at  # type: ignore[operator]
+                )
             )
-        )
-        slot = None if force else rhythm.last_slot(now)
         if slot is not None:
-            last = max((planned_at[i] for i in their_issues), default=reader.joined)
+            last = max((planned_at[i] for i in their_issues), default=joined)
             # Due: this slot's issue has not gone to them (nor did they join after it),
             # and it has something: a review that was there at the slot. One that came
             # after it waits for the next slot, not for the next run of the job.
@@ -227,11 +230,11 @@ def plan(
                 continue
         if rhythm.cadence == "instant":
             for review_id in new:
-                _join(groups, GroupKey("instant", None, (review_id,)), reader.id)
+                _join(groups, GroupKey("instant", None, (review_id,)), reader_id)
             if updated:
-                _join(groups, GroupKey("instant", None, (), updated), reader.id)
+                _join(groups, GroupKey("instant", None, (), updated), reader_id)
         elif new or updated or (digest.send_when_empty and not force):
-            _join(groups, GroupKey(rhythm.cadence, slot, new, updated), reader.id)
+            _join(groups, GroupKey(rhythm.cadence, slot, new, updated), reader_id)
     result.groups = sorted(
         groups.values(),
         key=lambda g: (g.key.cadence, g.key.slot_at or now, -len(g.subscriber_ids), g.key.new),
@@ -268,7 +271,8 @@ def _first_issue_since(config: Config, digest: DigestConfig) -> datetime | None:
 
 def _readers(
     config: Config, session: Session, digest: DigestConfig, only: int | None
-) -> Iterator[_Reader]:
+) -> Iterator[tuple[int, datetime, Rhythm]]:
+    """(subscriber id, when they joined, their rhythm) for each active reader, by id."""
     query = (
         select(
             Subscriber.id,
@@ -290,7 +294,7 @@ def _readers(
         rhythm = rhythms.get(key)
         if rhythm is None:
             rhythm = rhythms[key] = rhythm_for(config, digest, cadence, hour, zone)
-        yield _Reader(sid, joined, rhythm)
+        yield sid, joined, rhythm
 
 
 def _versions_sent(
