@@ -281,9 +281,24 @@ def drain(events: Any, job_id: str, expected: int = 3, timeout: float = WAIT) ->
     return found
 
 
-def left_running(store: Store, job_id: str, when: datetime, runner: str, status: str) -> None:
+def left_running(
+    store: Store,
+    job_id: str,
+    when: datetime,
+    runner: str,
+    status: str,
+    heartbeat: datetime | None = None,
+) -> None:
     with store.session() as session:
-        session.add(JobRun(job_id=job_id, scheduled_for=when, runner=runner, status=status))
+        session.add(
+            JobRun(
+                job_id=job_id,
+                scheduled_for=when,
+                runner=runner,
+                status=status,
+                heartbeat_at=heartbeat or datetime.now(UTC),
+            )
+        )
 
 
 def test_a_run_left_behind_is_resumed_only_if_its_runner_is_gone_and_the_job_is_safe(
@@ -302,13 +317,20 @@ def test_a_run_left_behind_is_resumed_only_if_its_runner_is_gone_and_the_job_is_
     # A finished run is never run again, whoever ran it.
     left_running(store, "feeds", when, dead_here(), JobRun.DONE)
     assert me.admit("feeds", when) == SKIP
-    # A runner on another machine that still holds the lease is alive: not resumed...
+    # A runner on another machine whose heartbeat is fresh is alive, lease or no lease:
+    # not resumed...
     other = elsewhere("other")
-    assert Lease(store, timedelta(minutes=1), other).acquire().held
     left_running(store, "gather", when, other, JobRun.RUNNING)
     assert me.admit("gather", when) == SKIP
-    # ...until its lease lapses.
-    lapse(store)
+    assert [row.job_id for row in me.left_behind()] == ["cleanup"]
+    # ...until its heartbeat is older than takeover_after (60 s by default).
+    with store.session() as session:
+        session.execute(
+            update(JobRun)
+            .where(JobRun.job_id == "gather")
+            .values(heartbeat_at=datetime.now(UTC) - timedelta(seconds=61))
+        )
+    assert sorted(row.job_id for row in me.left_behind()) == ["cleanup", "gather"]
     assert me.admit("gather", when) == RUN
 
     me.finish("gather", when, [])
@@ -318,6 +340,194 @@ def test_a_run_left_behind_is_resumed_only_if_its_runner_is_gone_and_the_job_is_
     assert runs["digest:weekly"].runner == me.runner
     assert runs["cleanup"].status == JobRun.RUNNING and runs["cleanup"].runner != me.runner
     assert runs["feeds"].status == JobRun.DONE and runs["feeds"].runner != me.runner
+
+
+def test_a_runner_that_lost_the_lease_keeps_its_running_job_by_its_heartbeat(
+    store: Store, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A's lease renewals stop getting through while its job goes on: B takes the lease
+    over, but not the run, which A's lease thread keeps heartbeating; once A stops, B
+    resumes the run, once. (The lease used to decide: B ran the job beside A.)"""
+    length = timedelta(seconds=1)  # takeover_after, for the lease and the heartbeat
+    when = datetime(2026, 12, 4, 8, tzinfo=UTC)
+    lease_a = Unreachable(store, length, elsewhere("a"))
+    gate_a = RunGate(store, lease_a.me, takeover_after=length)
+    elector_a = Elector(lease_a)
+    elector_a.also(gate_a.beat)
+    elector_a.start()
+    try:
+        eventually(elector_a.holds, "A to hold the lease")
+        assert gate_a.admit("gather", when) == RUN  # A starts the run
+        lease_a.down = True  # A's renewals no longer get through; its job goes on
+        eventually(lambda: not elector_a.holds(), "A to give the lease up")
+        lease_b = Lease(store, timedelta(minutes=1), elsewhere("b"))
+        eventually(lambda: lease_b.acquire().held, "B to take the lease over")
+        gate_b = RunGate(store, lease_b.me, takeover_after=length)
+        until = time.monotonic() + 2 * length.total_seconds()  # well past takeover_after
+        while time.monotonic() < until:
+            assert gate_b.left_behind() == []
+            assert gate_b.admit("gather", when) == SKIP, "B runs the job beside A"
+            time.sleep(0.1)
+    finally:
+        elector_a.stop(release=False)  # A stops, and its heartbeat with it
+    stopped = time.monotonic()
+    [row] = eventually(gate_b.left_behind, "A's run to be left behind")
+    report("a stopped runner's run left behind after", store, time.monotonic() - stopped)
+    assert row.runner == lease_a.me and time.monotonic() - stopped < 2 * length.total_seconds()
+    assert gate_b.admit("gather", when) == RUN  # resumed by B...
+    assert gate_b.admit("gather", when) == SKIP  # ...once
+    assert RunGate(store, elsewhere("c"), takeover_after=length).admit("gather", when) == SKIP
+
+    # Had A lived on, its next heartbeat would have told it (and not touched B's run).
+    [taken] = runs_of(store, "gather")
+    gate_a.beat()
+    assert "another scheduler has taken the run over" in caplog.text
+    [after] = runs_of(store, "gather")
+    assert (after.runner, after.heartbeat_at) == (lease_b.me, taken.heartbeat_at)
+    gate_a.finish("gather", when, [])  # A's end of the job changes nothing either
+    gate_b.finish("gather", when, [])
+    [done] = runs_of(store, "gather")
+    assert (done.runner, done.status) == (lease_b.me, JobRun.DONE)
+
+
+class Blips:
+    """Makes a gate's INSERT fail, as a database restarting would: `times` times, or for
+    as long as `down`."""
+
+    def __init__(self, gate: RunGate, times: int = 0) -> None:
+        self.real = gate.admit
+        self.left = times
+        self.down = False
+        self.failed = 0
+        gate.admit = self  # type: ignore[method-assign]
+
+    def __call__(self, *args: Any) -> str:
+        if self.down or self.left > 0:
+            self.left -= 1
+            self.failed += 1
+            raise OperationalError(
+                "INSERT INTO job_runs ...", {}, ConnectionError("the database is restarting")
+            )
+        return self.real(*args)
+
+
+def gated(scheduler: Any) -> OncePerRunTime:
+    executor = scheduler._lookup_executor("default")
+    assert isinstance(executor, OncePerRunTime)
+    return executor
+
+
+def add_weekly(scheduler: Any, ran: Path, due: datetime, **options: Any) -> None:
+    scheduler.add_job(
+        count_run,
+        "cron",
+        day_of_week="fri",
+        hour=8,
+        args=[str(ran)],
+        id="digest:weekly",
+        next_run_time=due,
+        **options,
+    )
+
+
+def test_a_database_blip_at_the_gate_is_tried_again_and_the_run_happens(
+    shared: Site, store: Store, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Skipping the run would have lost it: the job store moves the next run time on a
+    week, and no job_runs row is left for anyone to resume."""
+    ran = shared.root / "runs.txt"
+    scheduler = build_scheduler(shared.config)
+    blips = Blips(gated(scheduler).gate, times=2)  # two tries fail, the third gets in
+    scheduler.start(paused=True)
+    try:
+        due = datetime.now(UTC).replace(microsecond=0) - timedelta(seconds=1)
+        add_weekly(scheduler, ran, due)
+        finished = job_events(scheduler)
+        started = time.monotonic()
+        scheduler.resume()
+        [event] = drain(finished, "digest:weekly", expected=1)
+        report("a run through a database blip at the gate", store, time.monotonic() - started)
+        assert event.code == EVENT_JOB_EXECUTED
+        moved_on = scheduler.get_job("digest:weekly").next_run_time
+    finally:
+        scheduler.shutdown(wait=True)
+    assert blips.failed == 2 and ran.read_text(encoding="utf-8") == "ran\n"
+    [row] = runs_of(store, "digest:weekly")
+    assert (row.scheduled_for, row.status) == (due, JobRun.DONE)
+    assert moved_on > datetime.now(UTC)
+    assert "the database did not answer" in caplog.text
+    assert "the database answers again" in caplog.text
+
+
+def test_when_the_database_stays_away_the_run_waits_for_it_and_the_scheduler_goes_on(
+    shared: Site, store: Store, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Past the short backoff the run is pending on a worker thread; the job store's
+    update failing as well does not end APScheduler's thread; the run happens, once,
+    when the database answers."""
+    ran = shared.root / "runs.txt"
+    scheduler = build_scheduler(shared.config, jobstore_retry_interval=0.3)
+    executor = gated(scheduler)
+    executor.backoff, executor.retry_every = (0.05, 0.05), 0.1
+    blips = Blips(executor.gate)
+    blips.down = True
+    scheduler.start(paused=True)
+    try:
+        due = datetime.now(UTC).replace(microsecond=0) - timedelta(seconds=1)
+        add_weekly(scheduler, ran, due)
+        jobstore = scheduler._lookup_jobstore("default")
+        update_job, broken = jobstore.update_job, []
+
+        def update_once_broken(job: Any) -> None:
+            if not broken:
+                broken.append(job.id)
+                raise OperationalError("UPDATE apscheduler_jobs ...", {}, ConnectionError("gone"))
+            update_job(job)
+
+        jobstore.update_job = update_once_broken
+        finished = job_events(scheduler)
+        scheduler.resume()
+        # The failed update left the job due; the scheduler looked again and moved it on.
+        eventually(lambda: (next_due(store) or due) > due, "the next run time to move on")
+        assert broken == ["digest:weekly"] and scheduler._thread.is_alive()
+        assert not ran.exists() and runs_of(store, "digest:weekly") == []
+        assert "the run is pending" in caplog.text
+        blips.down = False  # the database answers again
+        [event] = drain(finished, "digest:weekly", expected=1)
+        assert event.code == EVENT_JOB_EXECUTED
+    finally:
+        scheduler.shutdown(wait=True)
+    assert ran.read_text(encoding="utf-8") == "ran\n"
+    [row] = runs_of(store, "digest:weekly")
+    assert (row.scheduled_for, row.status) == (due, JobRun.DONE)
+    assert "the database did not answer while updating the job store" in caplog.text
+    assert "the database answers again; the pending run: run" in caplog.text
+
+
+def test_a_pending_run_is_given_up_at_its_misfire_grace_and_at_a_stop_with_a_log_line(
+    shared: Site, store: Store, caplog: pytest.LogCaptureFixture
+) -> None:
+    ran = shared.root / "runs.txt"
+    scheduler = build_scheduler(shared.config)
+    executor = gated(scheduler)
+    executor.backoff, executor.retry_every = (0.05,), 0.1
+    Blips(executor.gate).down = True  # for good
+    scheduler.start(paused=True)
+    try:
+        due = datetime.now(UTC) - timedelta(seconds=0.2)
+        add_weekly(scheduler, ran, due, misfire_grace_time=1)
+        finished = job_events(scheduler)
+        scheduler.resume()
+        [event] = drain(finished, "digest:weekly", expected=1)
+        assert event.code == EVENT_JOB_MISSED
+        assert "not run, the database did not answer within its misfire grace" in caplog.text
+        scheduler.add_job(count_run, "interval", hours=1, args=[str(ran)], id="gather")
+        scheduler.modify_job("gather", next_run_time=datetime.now(UTC))
+        eventually(lambda: "job gather for" in caplog.text, "the gather run to be pending")
+    finally:
+        scheduler.shutdown(wait=True)  # with the gather run still pending
+    assert "job gather" in caplog.text and "syndicate stopped before the database" in caplog.text
+    assert not ran.exists() and runs_of(store, "digest:weekly") == []
 
 
 def test_takeover_after_must_leave_time_to_renew(site: Site) -> None:

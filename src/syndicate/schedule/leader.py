@@ -24,6 +24,11 @@ a thread of its own and believes it holds it only until `takeover_after - takeov
 after the start of its last successful renewal, measured on the monotonic clock, so it gives
 up (and the runner pauses the jobs) before any other process can take over, even when the
 database hangs instead of answering.
+
+The same thread renews the heartbeat of the jobs this process is running (`Elector.also`,
+runs.py), at every try at the lease: at least every third of `takeover_after`, whether
+the process holds the lease or not. A job that goes on after the lease was lost is still
+this process's run, and its heartbeat says so to the process that took over.
 """
 
 from __future__ import annotations
@@ -31,6 +36,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -190,8 +196,14 @@ class Elector:
         self._holding = False
         self._shown_holder: str | None = None
         self._problem = ""
+        self._tasks: list[Callable[[], None]] = []
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="syndicate-lease", daemon=True)
+
+    def also(self, task: Callable[[], None]) -> None:
+        """Call `task` on the lease thread after every try at the lease (held or not, the
+        database answering or not): at least every third of the lease's length."""
+        self._tasks.append(task)
 
     def holds(self) -> bool:
         return time.monotonic() < self._held_until
@@ -209,7 +221,7 @@ class Elector:
                 if self.lease.release():
                     log.info("scheduler: released the lease; a standby can take over now")
             except SQLAlchemyError as exc:
-                log.warning("scheduler: could not release the lease (%s); it lapses", _why(exc))
+                log.warning("scheduler: could not release the lease (%s); it lapses", why(exc))
 
     def _run(self) -> None:
         while not self._stop.is_set():
@@ -218,7 +230,7 @@ class Elector:
             try:
                 attempt = self.lease.acquire()
             except SQLAlchemyError as exc:
-                problem = _why(exc)
+                problem = why(exc)
                 if problem != self._problem:
                     log.warning(
                         "scheduler: the database did not answer about the lease: %s", problem
@@ -236,6 +248,11 @@ class Elector:
                     # Look again just after it lapses, if that comes before the next look.
                     lapses = (attempt.expires_at - attempt.now).total_seconds() + 0.05
                     wait = max(0.05, min(wait, lapses))
+            for task in self._tasks:
+                try:
+                    task()
+                except Exception:  # the lease thread must go on whatever a task does
+                    log.exception("scheduler: a task on the lease thread failed")
             self._stop.wait(max(0.0, wait - (time.monotonic() - started)))
 
     def _note(self, attempt: Attempt, started: float) -> None:
@@ -267,5 +284,6 @@ class Elector:
             )
 
 
-def _why(exc: BaseException) -> str:
+def why(exc: BaseException) -> str:
+    """The first line of a database error, as the logs show it."""
     return str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]

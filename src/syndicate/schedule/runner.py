@@ -31,7 +31,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 
 from syndicate.config import Config, JobSchedule
-from syndicate.schedule.leader import LEASE_NAME, Elector, Lease, database_now, short
+from syndicate.schedule.leader import LEASE_NAME, Elector, Lease, database_now, short, why
 from syndicate.schedule.runs import OncePerRunTime, RunGate
 from syndicate.schedule.triggers import next_run, trigger
 from syndicate.store import JobRun, SchedulerLease, Store
@@ -94,6 +94,26 @@ class LeaderJobStore(SQLAlchemyJobStore):
         return super().get_next_run_time() if self.elector.holds() else None
 
 
+class Scheduler(BackgroundScheduler):
+    """APScheduler's background scheduler, whose thread outlives a database that does not
+    answer while it moves a job's next run time on (APScheduler lets that error end the
+    thread, and with it every later run, while the lease is still held)."""
+
+    def _process_jobs(self) -> float | None:
+        try:
+            return super()._process_jobs()  # type: ignore[no-any-return]
+        except SQLAlchemyError as exc:
+            # The job stays due in the store: the next look submits it again, and the
+            # job_runs gate keeps it to one run for its time.
+            log.error(
+                "scheduler: the database did not answer while updating the job store (%s); "
+                "looking again in %d s",
+                why(exc),
+                self.jobstore_retry_interval,
+            )
+            return float(self.jobstore_retry_interval)
+
+
 def build_scheduler(
     config: Config,
     *,
@@ -103,21 +123,26 @@ def build_scheduler(
 ) -> BackgroundScheduler:
     """The scheduler, its job store in the database, every run through the job_runs gate.
 
-    With an `elector`, jobs are taken from the store only while it holds the lease, and
-    runs are recorded under its name; `store` is the syndicate store to record them in
-    (else one is opened, and closed when the scheduler shuts down).
+    With an `elector`, jobs are taken from the store only while it holds the lease, runs
+    are recorded under its name, and its thread renews their heartbeat (without one, as in
+    tests, nothing does: a run looks left behind to others after takeover_after); `store`
+    is the syndicate store to record them in (else one is opened, and closed when the
+    scheduler shuts down).
     """
     gate = RunGate(
         store or Store(config.database_url, upgrade=False),
         runner=elector.me if elector else None,
         owns_store=store is None,
+        takeover_after=config.schedules.takeover_after,
     )
+    if elector:
+        elector.also(gate.beat)
     jobstore = (
         LeaderJobStore(elector, url=config.database_url)
         if elector
         else SQLAlchemyJobStore(url=config.database_url)
     )
-    scheduler = BackgroundScheduler(
+    scheduler = Scheduler(
         jobstores={"default": jobstore},
         executors={"default": OncePerRunTime(gate)},
         job_defaults={
@@ -188,6 +213,7 @@ def run_forever(config: Config, stop: threading.Event | None = None) -> None:
     scheduler: BackgroundScheduler | None = None
     active = False
     retry_at = 0.0
+    look_at = 0.0  # for runs left behind (resume_left_behind), while active
     try:
         while not stop.is_set():
             holds = elector.holds()
@@ -196,11 +222,21 @@ def run_forever(config: Config, stop: threading.Event | None = None) -> None:
                 try:
                     _activate(scheduler, config)
                     active = True
+                    look_at = time.monotonic() + elector.renew_every
                 except Exception as exc:  # the database went away while starting: retry
                     log.error("scheduler: could not start the jobs: %s", exc)
                     if scheduler.running:
                         scheduler.pause()
                     retry_at = time.monotonic() + elector.renew_every
+            elif active and holds and time.monotonic() >= look_at:
+                # A runner on another machine stops heartbeating its run only after we
+                # took over: look again every third of takeover_after.
+                assert scheduler is not None
+                look_at = time.monotonic() + elector.renew_every
+                try:
+                    _executor(scheduler).resume_left_behind(scheduler)
+                except SQLAlchemyError as exc:
+                    log.warning("scheduler: could not look for runs left behind: %s", why(exc))
             elif active and not holds:
                 assert scheduler is not None
                 scheduler.pause()
@@ -226,10 +262,14 @@ def _activate(scheduler: BackgroundScheduler, config: Config) -> None:
     sync_jobs(scheduler, config)
     for job in scheduler.get_jobs():
         log.info("job %s: next run %s", job.id, job.next_run_time)
+    _executor(scheduler).resume_left_behind(scheduler)
+    scheduler.resume()
+
+
+def _executor(scheduler: BackgroundScheduler) -> OncePerRunTime:
     executor = scheduler._lookup_executor("default")
     assert isinstance(executor, OncePerRunTime)
-    executor.resume_left_behind(scheduler)
-    scheduler.resume()
+    return executor
 
 
 def scheduler_status(config: Config, last: int = 10) -> list[str]:
@@ -246,8 +286,7 @@ def scheduler_status(config: Config, last: int = 10) -> list[str]:
                 select(JobRun).order_by(JobRun.started_at.desc()).limit(last)
             ).all()
     except SQLAlchemyError as exc:  # not migrated yet, or unreachable
-        reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
-        return [f"Scheduler: unknown ({reason})"]
+        return [f"Scheduler: unknown ({why(exc)})"]
     zone = config.timezone
     if lease is None:
         lines = ["Scheduler: no `syndicate run` has held the lease yet."]

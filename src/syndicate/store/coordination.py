@@ -56,7 +56,9 @@ class SchedulerLease(Base):
 
 class JobRun(Base):
     """One run of a scheduled job for one scheduled time: inserted before the job starts,
-    so a second scheduler (or a restarted one) never runs it again for that time."""
+    so a second scheduler (or a restarted one) never runs it again for that time. Its
+    runner renews heartbeat_at while the job runs (every third of takeover_after), so
+    another scheduler can tell a run that goes on from one left behind."""
 
     __tablename__ = "job_runs"
 
@@ -71,6 +73,7 @@ class JobRun(Base):
     started_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     error: Mapped[str] = mapped_column(Text, default="")
+    heartbeat_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
 
 class DigestLock(Base):

@@ -57,6 +57,7 @@ def upgrade() -> None:
         sa.Column("started_at", sa.DateTime(), nullable=False),
         sa.Column("finished_at", sa.DateTime(), nullable=True),
         sa.Column("error", sa.Text(), nullable=False),
+        sa.Column("heartbeat_at", sa.DateTime(), nullable=True),
         sa.PrimaryKeyConstraint("job_id", "scheduled_for"),
     )
 
