@@ -726,6 +726,8 @@ def test_an_editor_opens_a_draft_from_their_email_and_sees_the_issue_without_any
         "second@reelnotes.example.com",
     ]
     assert not list(site.outbox.glob("weekly-0001-*.eml")), "a draft reaches no reader"
+    site.cli("pages")
+    assert not (site.public / "archive" / "weekly" / "1").exists(), "nor the public archive"
     path = link(notices[0], "drafts")
 
     with TestClient(create_app(site.config), base_url="https://reelnotes.example.com") as http:
@@ -745,3 +747,4 @@ def test_an_editor_opens_a_draft_from_their_email_and_sees_the_issue_without_any
         site.cli("digest", "approve", "weekly", "1")
         assert "approved and sent" in http.get(path).text
     assert len(list(site.outbox.glob("weekly-0001-*.eml"))) == len(EXAMPLE_READERS)
+    assert (site.public / "archive" / "weekly" / "1" / "index.html").exists()

@@ -118,8 +118,11 @@ Write = Callable[[PurePosixPath, str], None]
 
 def build_archive(config: Config, session: Session, env: jinja2.Environment, write: Write) -> None:
     """Write every issue's page and the indexes; `write(relative path, html)` writes one."""
+    # Not drafts (an editor has not approved them yet) nor skipped ones.
     issues = session.scalars(
-        select(DigestIssue).order_by(DigestIssue.digest, DigestIssue.number)
+        select(DigestIssue)
+        .where(DigestIssue.status.in_((DigestIssue.SENDING, DigestIssue.SENT)))
+        .order_by(DigestIssue.digest, DigestIssue.number)
     ).all()
     entries: dict[str, list[IssueEntry]] = {}
     for issue in issues:
