@@ -156,13 +156,13 @@ class CeleryFanOut:
 
     def _wait(self, batches: Batches, issue_id: int, progress: Progress) -> None:
         store = batches.store
-        seen = _recorded(store, issue_id)
-        state = (seen, _open_batches(store, issue_id))
+        seen, _ = _batch_progress(store, issue_id)
+        state = None
         moved_at = looked_at = time.monotonic()
         while True:
-            recorded, open_batches = _recorded(store, issue_id), _open_batches(store, issue_id)
-            progress(recorded - seen)
-            seen = recorded
+            done, open_batches = _batch_progress(store, issue_id)
+            progress(done - seen)
+            seen = done
             if not open_batches:
                 return
             stuck = _stuck(store, issue_id, open_batches)
@@ -171,8 +171,8 @@ class CeleryFanOut:
                 # waiting would wait for ever. The next `digest send` queues them again.
                 raise TransportUnavailable(stuck)
             now = time.monotonic()
-            if (recorded, open_batches) != state:
-                state, moved_at, looked_at = (recorded, open_batches), now, now
+            if (done, open_batches) != state:
+                state, moved_at, looked_at = (done, open_batches), now, now
             elif now - moved_at > self.give_up:
                 raise TransportUnavailable(
                     f"no batch of the issue has moved for {self.give_up:.0f} s: are "
@@ -194,17 +194,18 @@ class CeleryFanOut:
             time.sleep(self.poll)
 
 
-def _open_batches(store: Store, issue_id: int) -> int:
+def _batch_progress(store: Store, issue_id: int) -> tuple[int, int]:
+    """Readers in the issue's finished batches, and how many batches are open: read from
+    the batches (a thousand rows for a million readers), not the ledger."""
+    finished = DeliveryBatch.status == DeliveryBatch.DONE
     with store.session() as session:
-        return (
-            session.scalar(
-                select(func.count()).where(
-                    DeliveryBatch.issue_id == issue_id,
-                    DeliveryBatch.status.in_((DeliveryBatch.QUEUED, DeliveryBatch.SENDING)),
-                )
-            )
-            or 0
-        )
+        done, open_batches = session.execute(
+            select(
+                func.coalesce(func.sum(case((finished, DeliveryBatch.readers), else_=0)), 0),
+                func.count(case((~finished, 1))),
+            ).where(DeliveryBatch.issue_id == issue_id)
+        ).one()
+    return int(done), int(open_batches)
 
 
 def _stuck(store: Store, issue_id: int, open_batches: int) -> str | None:
@@ -218,20 +219,6 @@ def _stuck(store: Store, issue_id: int, open_batches: int) -> str | None:
             )
         ).all()
     return reasons[0] if reasons and len(reasons) == open_batches else None
-
-
-def _recorded(store: Store, issue_id: int) -> int:
-    """Readers of the issue this send has dealt with (sent, failed, to retry, unknown)."""
-    with store.session() as session:
-        return (
-            session.scalar(
-                select(func.count()).where(
-                    Delivery.issue_id == issue_id,
-                    Delivery.status.not_in((Delivery.QUEUED, Delivery.SENDING)),
-                )
-            )
-            or 0
-        )
 
 
 def _counts(store: Store, issue_id: int) -> dict[str, int]:

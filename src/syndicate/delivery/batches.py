@@ -33,17 +33,17 @@ from syndicate.delivery.ledger import (
     Previous,
     SendReport,
     claim_lapsed,
-    eligible,
     owner_name,
     put_back,
     recipient_for,
     record_outcomes,
     record_sending,
     settle_sending,
+    waiting,
 )
 from syndicate.delivery.message import Outcome, Recipient
 from syndicate.delivery.transports import TransportUnavailable
-from syndicate.store import Delivery, DeliveryBatch, DigestIssue, Store, Subscriber
+from syndicate.store import Delivery, DeliveryBatch, DigestIssue, Store
 
 log = logging.getLogger(__name__)
 
@@ -109,21 +109,16 @@ class Batches:
                 )
                 or 0
             )
-            ids = session.scalars(
-                select(Subscriber.id)
-                .where(eligible(issue))
-                .order_by(Subscriber.id)
-                .execution_options(yield_per=10_000)
-            )
             rows = []
-            for chunk in _chunks(ids, size, open_ranges):
+            for after_id, last_id, readers in _ranges(session, issue, size, open_ranges):
                 number += 1
                 rows.append(
                     {
                         "issue_id": issue_id,
                         "number": number,
-                        "after_id": chunk[0] - 1,
-                        "last_id": chunk[-1],
+                        "after_id": after_id,
+                        "last_id": last_id,
+                        "readers": readers,
                         "status": DeliveryBatch.QUEUED,
                         "created_at": datetime.now(UTC),
                         "error": "",
@@ -241,13 +236,7 @@ class Batches:
                 )
             issue = session.get_one(DigestIssue, batch.issue_id)
             subscribers = session.execute(
-                select(Subscriber.id, Subscriber.email, Subscriber.name)
-                .where(
-                    eligible(issue),
-                    Subscriber.id > batch.after_id,
-                    Subscriber.id <= batch.last_id,
-                )
-                .order_by(Subscriber.id)
+                waiting(issue).where(_in_range(batch)).order_by(Delivery.subscriber_id)
             ).all()
             if not subscribers:
                 self._done(session, batch_id)
@@ -336,6 +325,43 @@ class Batches:
             issue.status = DigestIssue.SENT
             issue.completed_at = datetime.now(UTC)
             return True
+
+
+def _ranges(
+    session: Session, issue: DigestIssue, size: int, open_ranges: Sequence[tuple[int, int]]
+) -> list[tuple[int, int, int]]:
+    """(after_id, last_id, readers): ranges (after_id, last_id] of up to `size` waiting
+    readers, none touching an open batch's range.
+
+    With no batch open (every new send) the database numbers the waiting rows and hands
+    back only the first id of each run of `size` and the last id (a million readers: a
+    thousand ids, not a million). Whoever in a range is no longer waiting when its batch
+    is taken is skipped then.
+    """
+    ids = waiting(issue).with_only_columns(Delivery.subscriber_id)
+    if open_ranges:
+        rows = session.scalars(
+            ids.order_by(Delivery.subscriber_id).execution_options(yield_per=10_000)
+        )
+        return [(run[0] - 1, run[-1], len(run)) for run in _chunks(rows, size, open_ranges)]
+    numbered = ids.add_columns(
+        func.row_number().over(order_by=Delivery.subscriber_id).label("n")
+    ).subquery()
+    starts = list(
+        session.scalars(
+            select(numbered.c.subscriber_id)
+            .where((numbered.c.n - 1) % size == 0)
+            .order_by(numbered.c.subscriber_id)
+        )
+    )
+    if not starts:
+        return []
+    end, total = session.execute(select(func.max(numbered.c.subscriber_id), func.count())).one()
+    counts = [size] * (len(starts) - 1) + [total - size * (len(starts) - 1)]
+    return [
+        (start - 1, following - 1, count)
+        for start, following, count in zip(starts, [*starts[1:], end + 1], counts, strict=True)
+    ]
 
 
 def _chunks(

@@ -138,21 +138,28 @@ def recipient_for(
     )
 
 
-def eligible(issue: DigestIssue):  # type: ignore[no-untyped-def]
-    """The issue's readers still to send: a QUEUED row (or a RETRY with attempts left),
-    and still active and subscribed (a reader who leaves mid-send is skipped)."""
-    waiting = exists().where(
-        Delivery.issue_id == issue.id,
-        Delivery.subscriber_id == Subscriber.id,
-        or_(
-            Delivery.status == Delivery.QUEUED,
-            and_(Delivery.status == Delivery.RETRY, Delivery.attempts < Delivery.MAX_ATTEMPTS),
-        ),
-    )
+def waiting(issue: DigestIssue):  # type: ignore[no-untyped-def]
+    """The issue's readers still to send, as a query on its ledger rows (so it walks the
+    (issue, subscriber) index, whatever the planner thinks of the table): a QUEUED row or
+    a RETRY with attempts left, and the reader still active and subscribed (one who
+    leaves mid-send is skipped). Add a range of Delivery.subscriber_id to bound it."""
     subscribed = exists().where(
-        Subscription.subscriber_id == Subscriber.id, Subscription.digest == issue.digest
+        Subscription.subscriber_id == Delivery.subscriber_id,
+        Subscription.digest == issue.digest,
     )
-    return and_(Subscriber.status == Subscriber.ACTIVE, subscribed, waiting)
+    return (
+        select(Subscriber.id, Subscriber.email, Subscriber.name)
+        .join(Delivery, Delivery.subscriber_id == Subscriber.id)
+        .where(
+            Delivery.issue_id == issue.id,
+            or_(
+                Delivery.status == Delivery.QUEUED,
+                and_(Delivery.status == Delivery.RETRY, Delivery.attempts < Delivery.MAX_ATTEMPTS),
+            ),
+            Subscriber.status == Subscriber.ACTIVE,
+            subscribed,
+        )
+    )
 
 
 def owner_name() -> str:

@@ -29,14 +29,14 @@ from syndicate.delivery.ledger import (
     IssueBusy,
     SendReport,
     died_here,
-    eligible,
     letter_for,
     owner_name,
+    waiting,
 )
 from syndicate.delivery.message import Letter, Outcome
 from syndicate.delivery.transports import Transport
 from syndicate.digest.render import RenderedIssue
-from syndicate.store import DigestIssue, Store, Subscriber
+from syndicate.store import DigestIssue, Store
 
 log = logging.getLogger(__name__)
 
@@ -76,10 +76,7 @@ class Sender:
     def remaining(self, issue_id: int) -> int:
         with self.store.session() as session:
             issue = session.get_one(DigestIssue, issue_id)
-            return (
-                session.scalar(select(func.count()).select_from(Subscriber).where(eligible(issue)))
-                or 0
-            )
+            return session.scalar(select(func.count()).select_from(waiting(issue).subquery())) or 0
 
     def send(self, issue_id: int, progress: Progress | None = None) -> SendReport:
         now = datetime.now(UTC)

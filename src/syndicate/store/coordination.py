@@ -28,6 +28,8 @@ class DeliveryBatch(Base):
     number: Mapped[int] = mapped_column(Integer)
     after_id: Mapped[int] = mapped_column(Integer)
     last_id: Mapped[int] = mapped_column(Integer)
+    # Readers waiting in the range when it was planned (for progress; some may leave).
+    readers: Mapped[int] = mapped_column(Integer, default=0)
     status: Mapped[str] = mapped_column(String(20), default=QUEUED)
     claimed_by: Mapped[str | None] = mapped_column(String(100))
     claimed_until: Mapped[datetime | None] = mapped_column(UTCDateTime)

@@ -27,6 +27,7 @@ def upgrade() -> None:
         sa.Column("number", sa.Integer(), nullable=False),
         sa.Column("after_id", sa.Integer(), nullable=False),
         sa.Column("last_id", sa.Integer(), nullable=False),
+        sa.Column("readers", sa.Integer(), nullable=False),
         sa.Column("status", sa.String(length=20), nullable=False),
         sa.Column("claimed_by", sa.String(length=100), nullable=True),
         sa.Column("claimed_until", sa.DateTime(), nullable=True),
