@@ -30,7 +30,7 @@ from sqlalchemy.sql.elements import ColumnElement
 from syndicate.config import Config
 from syndicate.delivery.message import Letter, Outcome, Recipient
 from syndicate.digest.render import RenderedIssue
-from syndicate.store import Delivery, DigestIssue, Subscriber, Subscription
+from syndicate.store import Delivery, Subscriber, Subscription
 from syndicate.tokens import make_token
 
 log = logging.getLogger(__name__)
@@ -138,20 +138,28 @@ def recipient_for(
     )
 
 
-def waiting(issue: DigestIssue):  # type: ignore[no-untyped-def]
+def waiting(issue_id: int, digest: str):  # type: ignore[no-untyped-def]
     """The issue's readers still to send, as a query on its ledger rows (so it walks the
     (issue, subscriber) index, whatever the planner thinks of the table): a QUEUED row or
     a RETRY with attempts left, and the reader still active and subscribed (one who
     leaves mid-send is skipped). Add a range of Delivery.subscriber_id to bound it."""
     subscribed = exists().where(
         Subscription.subscriber_id == Delivery.subscriber_id,
-        Subscription.digest == issue.digest,
+        Subscription.digest == digest,
     )
     return (
-        select(Subscriber.id, Subscriber.email, Subscriber.name)
+        select(
+            Subscriber.id,
+            Subscriber.email,
+            Subscriber.name,
+            # What the row was, for undoing a batch of which nothing went.
+            Delivery.status,
+            Delivery.attempts,
+            Delivery.attempted_at,
+        )
         .join(Delivery, Delivery.subscriber_id == Subscriber.id)
         .where(
-            Delivery.issue_id == issue.id,
+            Delivery.issue_id == issue_id,
             or_(
                 Delivery.status == Delivery.QUEUED,
                 and_(Delivery.status == Delivery.RETRY, Delivery.attempts < Delivery.MAX_ATTEMPTS),
@@ -185,25 +193,18 @@ def died_here(owner: str) -> bool:
     return False
 
 
-def record_sending(session: Session, issue_id: int, recipients: list[Recipient]) -> Previous:
-    """Record a batch as SENDING, in the caller's transaction; return what it was before."""
-    now = datetime.now(UTC)
-    ids = [r.subscriber_id for r in recipients]
-    previous: Previous = {
-        row.subscriber_id: (row.status, row.attempts, row.attempted_at)
-        for row in session.execute(
-            select(
-                Delivery.subscriber_id, Delivery.status, Delivery.attempts, Delivery.attempted_at
-            ).where(Delivery.issue_id == issue_id, Delivery.subscriber_id.in_(ids))
-        )
-    }
-    # One UPDATE ... IN (...) for the batch rather than a statement per row.
+def record_sending(session: Session, issue_id: int, subscriber_ids: list[int]) -> None:
+    """Record a batch as SENDING, in the caller's transaction: one UPDATE ... IN (...)
+    for the batch rather than a statement per row."""
     session.execute(
         update(DELIVERIES)
-        .where(DELIVERIES.c.issue_id == issue_id, DELIVERIES.c.subscriber_id.in_(ids))
-        .values(status=Delivery.SENDING, attempts=DELIVERIES.c.attempts + 1, attempted_at=now)
+        .where(DELIVERIES.c.issue_id == issue_id, DELIVERIES.c.subscriber_id.in_(subscriber_ids))
+        .values(
+            status=Delivery.SENDING,
+            attempts=DELIVERIES.c.attempts + 1,
+            attempted_at=datetime.now(UTC),
+        )
     )
-    return previous
 
 
 def record_outcomes(

@@ -76,7 +76,12 @@ class Sender:
     def remaining(self, issue_id: int) -> int:
         with self.store.session() as session:
             issue = session.get_one(DigestIssue, issue_id)
-            return session.scalar(select(func.count()).select_from(waiting(issue).subquery())) or 0
+            return (
+                session.scalar(
+                    select(func.count()).select_from(waiting(issue.id, issue.digest).subquery())
+                )
+                or 0
+            )
 
     def send(self, issue_id: int, progress: Progress | None = None) -> SendReport:
         now = datetime.now(UTC)

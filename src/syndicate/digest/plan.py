@@ -176,6 +176,8 @@ def plan(
     pending_cache: dict[tuple[int, frozenset[int]], tuple[str, ...]] = {}
     # What depends only on the rhythm, worked out once per rhythm, not once per reader.
     timing: dict[Rhythm, tuple[timedelta, datetime | None]] = {}
+    starts: dict[tuple[datetime, timedelta, str], int] = {}
+    history = now - HISTORY
     no_issues: frozenset[int] = frozenset()
     for reader_id, joined, rhythm in readers:
         result.readers += 1
@@ -191,15 +193,19 @@ def plan(
                 reach = PERIOD[rhythm.cadence] if rhythm.timed else untimed_period
             known = timing[rhythm] = (reach, None if force else rhythm.last_slot(now))
         reach, slot = known
-        if since is not None and (first_issue_at is None or joined < first_issue_at):
-            floor = since
-        else:
-            floor = max(joined - reach, now - HISTORY)
-            before = went_out[rhythm.cadence]
-            at = bisect.bisect_right(before, joined)
-            if at:
-                floor = max(floor, before[at - 1])
-        start = bisect.bisect_right(published, floor)
+        # Where their pending reviews start in `candidates`: the same for everyone who
+        # joined at one moment (a list imported at once) with one reach and cadence.
+        start = starts.get((joined, reach, rhythm.cadence))
+        if start is None:
+            if since is not None and (first_issue_at is None or joined < first_issue_at):
+                floor = since
+            else:
+                floor = max(joined - reach, history)
+                before = went_out[rhythm.cadence]
+                at = bisect.bisect_right(before, joined)
+                if at:
+                    floor = max(floor, before[at - 1])
+            start = starts[(joined, reach, rhythm.cadence)] = bisect.bisect_right(published, floor)
         key = (start, their_issues)
         new = pending_cache.get(key)
         if new is None:
