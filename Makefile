@@ -55,6 +55,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/run.py
 	$(BIN)/python bench/feeds_at_scale.py
 	$(BIN)/python bench/send_at_scale.py
+	$(BIN)/python bench/workers_at_scale.py
 	$(BIN)/python bench/remote_sources.py
 	$(BIN)/python bench/related_at_scale.py
 
