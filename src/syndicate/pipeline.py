@@ -114,6 +114,8 @@ def send_digest(
         ]
         outcome.drafts = [i.number for i in recorded if i.status == DigestIssue.DRAFT]
         draft_ids = [i.id for i in recorded if i.status == DigestIssue.DRAFT]
+    if recorded:
+        store.refresh_statistics("deliveries", "subscribers", "subscriptions")
     if draft_ids:
         approval.notify_editors(config, store, draft_ids, transport)
     if not to_send:

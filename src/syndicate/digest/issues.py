@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from sqlalchemy import func, insert, literal, select, update
+from sqlalchemy import insert, literal, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -246,7 +246,3 @@ def unfinished_issues(session: Session, digest: str) -> list[DigestIssue]:
             .order_by(DigestIssue.number)
         )
     )
-
-
-def issue_count(session: Session, digest: str) -> int:
-    return session.scalar(select(func.count()).where(DigestIssue.digest == digest)) or 0

@@ -48,6 +48,19 @@ class Store:
         with self.sessions() as session, session.begin():
             yield session
 
+    def refresh_statistics(self, *tables: str) -> None:
+        """Bring PostgreSQL's statistics on `tables` up to date (ANALYZE, a sample: about
+        a tenth of a second at a million rows). A send queues a whole list in the ledger
+        at once; planned on statistics from before, a batch's read of its readers can
+        compare every row with every row (seconds for a few hundred readers, measured).
+        Autovacuum would catch up, but only a minute or more later. SQLite needs none."""
+        if self.engine.dialect.name != "postgresql":
+            return
+        with self.engine.connect() as connection:
+            connection.execution_options(isolation_level="AUTOCOMMIT").exec_driver_sql(
+                f"ANALYZE {', '.join(tables)}"
+            )
+
     def close(self) -> None:
         self.engine.dispose()
 
