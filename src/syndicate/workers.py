@@ -34,8 +34,9 @@ from syndicate.delivery.batches import BatchBusy, Batches
 from syndicate.delivery.ledger import SendReport, owner_name
 from syndicate.delivery.message import Letter
 from syndicate.delivery.sender import Progress, issue_letter
+from syndicate.delivery.status import ledger_counts
 from syndicate.delivery.transports import Transport, TransportUnavailable, open_transport
-from syndicate.store import Delivery, DeliveryBatch, DigestIssue, Store
+from syndicate.store import DeliveryBatch, DigestIssue, Store
 
 try:
     from celery import Celery
@@ -222,14 +223,8 @@ def _stuck(store: Store, issue_id: int, open_batches: int) -> str | None:
 
 
 def _counts(store: Store, issue_id: int) -> dict[str, int]:
-    gave_up = (Delivery.status == Delivery.RETRY) & (Delivery.attempts >= Delivery.MAX_ATTEMPTS)
-    bucket = case((gave_up, Delivery.FAILED), else_=Delivery.status)
     with store.session() as session:
-        counts = dict(
-            session.execute(
-                select(bucket, func.count()).where(Delivery.issue_id == issue_id).group_by(bucket)
-            ).all()
-        )
+        counts = ledger_counts(session, issue_id)
     return {name: counts.get(name, 0) for name in ("sent", "failed", "retry", "unknown")}
 
 

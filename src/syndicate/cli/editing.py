@@ -11,6 +11,7 @@ from dataclasses import replace
 from datetime import UTC, datetime
 
 import click
+from sqlalchemy.orm import Session
 
 from syndicate import digest as digests
 from syndicate import pipeline
@@ -24,7 +25,7 @@ from syndicate.digest.cadence import rhythm_for
 from syndicate.digest.plan import Plan
 from syndicate.digest.selection import select_for_issue
 from syndicate.related import Settings
-from syndicate.store import Subscriber, Subscription
+from syndicate.store import Subscriber
 from syndicate.subscribers import find
 
 
@@ -119,8 +120,8 @@ def _parse_at(config: Config, text: str | None) -> datetime:
     return moment if moment.tzinfo else moment.replace(tzinfo=config.timezone)
 
 
-def _reader(app: App, session: object, address: str) -> Subscriber:
-    subscriber = find(session, address)  # type: ignore[arg-type]
+def _reader(session: Session, address: str) -> Subscriber:
+    subscriber = find(session, address)
     if subscriber is None:
         raise click.ClickException(f"no subscriber with the address {address}")
     return subscriber
@@ -169,12 +170,11 @@ def plan(app: App, name: str, at_text: str | None, address: str | None) -> None:
                 f"  waiting  until {when.astimezone(zone):%a %Y-%m-%d %H:%M %Z}: {count} reader(s)"
             )
         if address:
-            _show_reader(config, session, settings, planned, _reader(app, session, address), at)
+            _show_reader(config, settings, planned, _reader(session, address), at)
 
 
 def _show_reader(
     config: Config,
-    session: object,
     settings: DigestConfig,
     planned: Plan,
     subscriber: Subscriber,
@@ -184,7 +184,9 @@ def _show_reader(
     if subscription is None or subscriber.status != Subscriber.ACTIVE:
         click.echo(f"{subscriber.email}: not an active reader of {settings.name}")
         return
-    rhythm = _rhythm(config, settings, subscription)
+    rhythm = rhythm_for(
+        config, settings, subscription.cadence, subscription.send_hour, subscription.timezone
+    )
     hour = f" at {rhythm.send_hour:02d}:00 {rhythm.timezone}" if rhythm.timed else ""
     click.echo(f"{subscriber.email}: {rhythm.cadence}{hour}")
     groups = planned.groups_of(subscriber.id)
@@ -203,12 +205,6 @@ def _show_reader(
         for review_id in group.key.updated:
             review = planned.reviews[review_id]
             click.echo(f"  updated  {review.published:%Y-%m-%d}  {review.title}")
-
-
-def _rhythm(config: Config, settings: DigestConfig, subscription: Subscription):  # type: ignore[no-untyped-def]
-    return rhythm_for(
-        config, settings, subscription.cadence, subscription.send_hour, subscription.timezone
-    )
 
 
 @digest.command("test")
@@ -235,7 +231,7 @@ def test_send(app: App, name: str, to: str, address: str | None) -> None:
         settings = config.digest(name)
         key = os.environ.get(config.site.secret_env) or PREVIEW_KEY
         if address:
-            subscriber = _reader(app, session, address)
+            subscriber = _reader(session, address)
             planned = digests.plan(config, session, settings, now, force=True, only=subscriber.id)
             groups = planned.groups_of(subscriber.id)
             if not groups:

@@ -66,16 +66,24 @@ class IssueStatus:
         return self.not_reached + self.retrying + self.in_flight
 
 
+# A delivery's status as the editor reads it: a retry out of attempts has failed.
+_GAVE_UP = (Delivery.status == Delivery.RETRY) & (Delivery.attempts >= Delivery.MAX_ATTEMPTS)
+BUCKET = case((_GAVE_UP, Delivery.FAILED), else_=Delivery.status)
+
+
+def ledger_counts(session: Session, issue_id: int) -> dict[str, int]:
+    """How many of the issue's readers are in each status (see BUCKET)."""
+    return dict(
+        session.execute(
+            select(BUCKET, func.count()).where(Delivery.issue_id == issue_id).group_by(BUCKET)
+        ).all()
+    )
+
+
 def issue_status(session: Session, issue: DigestIssue, now: datetime | None = None) -> IssueStatus:
     now = now or datetime.now(UTC)
     status = IssueStatus(issue)
-    gave_up = (Delivery.status == Delivery.RETRY) & (Delivery.attempts >= Delivery.MAX_ATTEMPTS)
-    bucket = case((gave_up, Delivery.FAILED), else_=Delivery.status)
-    counts = dict(
-        session.execute(
-            select(bucket, func.count()).where(Delivery.issue_id == issue.id).group_by(bucket)
-        ).all()
-    )
+    counts = ledger_counts(session, issue.id)
     status.accepted = counts.get(Delivery.SENT, 0)
     status.not_reached = counts.get(Delivery.QUEUED, 0)
     status.retrying = counts.get(Delivery.RETRY, 0)
@@ -86,12 +94,12 @@ def issue_status(session: Session, issue: DigestIssue, now: datetime | None = No
     status.subscribers = sum(counts.values())
 
     for state, error, count in session.execute(
-        select(bucket, Delivery.error, func.count())
+        select(BUCKET, Delivery.error, func.count())
         .where(
             Delivery.issue_id == issue.id,
             Delivery.status.in_([Delivery.FAILED, Delivery.RETRY, Delivery.UNKNOWN]),
         )
-        .group_by(bucket, Delivery.error)
+        .group_by(BUCKET, Delivery.error)
         .order_by(func.count().desc())
     ):
         status.reasons.append(Reason(state, error or "(no reason recorded)", count))

@@ -104,14 +104,12 @@ def notify_editors(
                 f"Send it:  syndicate digest approve {digest.name} {issue.number}\n"
                 f"Drop it:  syndicate digest skip {digest.name} {issue.number}\n"
             )
-            html = "<br>".join(
-                _escape(line) if "http" not in line else f'<a href="{url}">{_escape(url)}</a>'
-                for line in text.splitlines()
-            )
+            link = f'<a href="{html.escape(url)}">{html.escape(url)}</a>'
+            body = html.escape(text).replace(html.escape(url), link).replace("\n", "<br>")
             for n, editor in enumerate(digest.editors):
                 letter = Letter(
                     subject=f"[Draft] {issue.subject}",
-                    html=f"<p>{html}</p>",
+                    html=f"<p>{body}</p>",
                     text=text,
                     sender_name=config.delivery.sender.name,
                     sender_email=config.delivery.sender.email or f"no-reply@{config.site.host}",
@@ -124,7 +122,3 @@ def notify_editors(
                 for outcome in transport.send(letter, [recipient]):
                     if not outcome.ok:
                         log.warning("draft notice to %s not sent: %s", editor, outcome.error)
-
-
-def _escape(text: str) -> str:
-    return html.escape(text, quote=True)

@@ -15,6 +15,7 @@ from datetime import UTC, date, datetime, time, timedelta
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
 from syndicate.config import Config, DigestConfig
+from syndicate.schedule.triggers import job_period
 
 CADENCES = ("instant", "daily", "weekly")
 WEEKDAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
@@ -158,8 +159,6 @@ def zone_names() -> list[str]:
 
 def timing_problems(config: Config) -> list[str]:
     """What in the YAML would keep readers from getting issues at their hour."""
-    from syndicate.schedule.triggers import job_period
-
     problems = []
     for digest in config.digests:
         schedule = config.schedules.digests.get(digest.name)
