@@ -706,7 +706,12 @@ def test_the_active_scheduler_killed_before_the_digest_the_standby_takes_over_an
     took = time.monotonic() - killed
     report("takeover after SIGKILL of the active scheduler", store, took)
     assert took < TAKEOVER + 1
-    assert f"scheduler: took over from {active.short} (it no longer runs)" in standby.output()
+    # The line is logged just after the lease is committed: wait for it, briefly.
+    eventually(
+        lambda: f"scheduler: took over from {active.short} (it no longer runs)" in standby.output(),
+        "the takeover in the standby's log",
+        timeout=5,
+    )
     assert datetime.now(UTC) < due, "the digest fell due before the takeover: test too slow"
 
     [run] = eventually(
@@ -825,8 +830,13 @@ def test_a_frozen_active_scheduler_is_taken_over_when_its_lease_lapses_and_steps
         # It waited for the lease to run out: at least 2/3 of it (renewed every 1/3)...
         assert took > TAKEOVER * 2 / 3 - 0.2
         assert took < TAKEOVER + 1  # ...and took over within takeover_after and a margin
-        assert f"scheduler: took over from {active.short} (its lease ran out at" in (
-            standby.output()
+        eventually(  # logged just after the lease is committed
+            lambda: (
+                f"scheduler: took over from {active.short} (its lease ran out at"
+                in standby.output()
+            ),
+            "the takeover in the standby's log",
+            timeout=5,
         )
     finally:
         active.process.send_signal(signal.SIGCONT)
